@@ -1,0 +1,54 @@
+# EdgeLLM: two commands on a fresh machine do all set-up.
+#   make serve   create .venv, install everything (bundled models included), serve on 127.0.0.1:8080
+#   make test    the same set-up, then lint, type checks and the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3.11
+CACHE_DIR ?= $(HOME)/.cache/edgellm
+BOOTSTRAP := $(CACHE_DIR)/bootstrap
+UV_VERSION := 0.13.8
+UV := $(BOOTSTRAP)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+HOST ?= 127.0.0.1
+PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test lint typecheck unit integration reference bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(BOOTSTRAP)
+	$(BOOTSTRAP)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	$(VENV)/bin/edgellm models prepare
+	touch $@
+
+setup: $(VENV)/.synced
+
+serve: setup
+	$(VENV)/bin/edgellm serve --host $(HOST) --port $(PORT)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+test: setup lint typecheck
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Upstream llama.cpp tools (llama-bench, llama-server, llama-perplexity) built from the sources
+# vendored in the pinned llama-cpp-python sdist, into $(CACHE_DIR)/reference: the references
+# for benchmarks/ and for the optional reference tests.
+reference: $(UV)
+	CACHE_DIR=$(CACHE_DIR) UV=$(UV) bash scripts/build_reference.sh
+
+bench: setup
+	$(VENV)/bin/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

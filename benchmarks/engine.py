@@ -1,0 +1,234 @@
+"""Engine speed over HTTP against upstream llama.cpp, same model, threads and machine, one run.
+
+Prints, for each model: client-observed decode tok/s (128 generated tokens, streamed over HTTP
+from our node server) and prefill tok/s (a 512-token prompt, measured as prompt tokens / TTFT),
+next to upstream `llama-bench` tg128 and pp512 (built by `make reference`), and the ratio.
+Target: ratio >= 0.85 for both. Optionally (--with-llama-cpp-python) also the plain
+`llama_cpp.Llama.create_completion` streaming loop, the straightforward path we replaced.
+
+    .venv/bin/python benchmarks/engine.py [--models smollm2-135m-instruct gemma3-270m]
+        [--threads 2] [--repetitions 3] [--with-llama-cpp-python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from edgellm.models import resolve_model
+from edgellm.reference import require_tool
+
+TARGET = 0.85
+DECODE_TOKENS = 128
+PREFILL_TOKENS = 512
+
+
+@dataclass
+class Figures:
+    decode_tps: float
+    prefill_tps: float
+
+
+def llama_bench(model: Path, threads: int, repetitions: int) -> Figures:
+    tool = require_tool("llama-bench")
+    cmd = [
+        str(tool),
+        "-m",
+        str(model),
+        "-t",
+        str(threads),
+        "-p",
+        str(PREFILL_TOKENS),
+        "-n",
+        str(DECODE_TOKENS),
+        "-r",
+        str(repetitions),
+        "-o",
+        "json",
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rows = json.loads(out)
+    pp = next(r for r in rows if r["n_prompt"] == PREFILL_TOKENS and r["n_gen"] == 0)
+    tg = next(r for r in rows if r["n_gen"] == DECODE_TOKENS and r["n_prompt"] == 0)
+    return Figures(decode_tps=float(tg["avg_ts"]), prefill_tps=float(pp["avg_ts"]))
+
+
+def start_node(model: str, threads: int, port: int) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgellm",
+        "node",
+        "--model",
+        model,
+        "--threads",
+        str(threads),
+        "--port",
+        str(port),
+        "--ctx",
+        "2048",
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(cmd)
+    deadline = time.monotonic() + 120
+    with httpx.Client(timeout=2) as http:
+        while time.monotonic() < deadline:
+            try:
+                if http.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"node exited with {proc.returncode}")
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("node did not become healthy")
+
+
+def stream_completion(
+    http: httpx.Client, model: str, prompt: list[int], max_tokens: int
+) -> tuple[float, list[float]]:
+    """Send a token-id prompt; return (TTFT seconds, arrival time of each content chunk)."""
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    arrivals: list[float] = []
+    started = time.perf_counter()
+    with http.stream("POST", "/v1/completions", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk["choices"] and chunk["choices"][0]["text"]:
+                arrivals.append(time.perf_counter())
+    return (arrivals[0] - started if arrivals else float("nan")), arrivals
+
+
+def our_server(model: str, threads: int, repetitions: int, port: int) -> Figures:
+    proc = start_node(model, threads, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+            vocab = int(http.get("/v1/models").json()["data"][0]["meta"]["n_vocab"])
+            rng = random.Random(0)
+            # warm-up (page in the weights), not measured
+            stream_completion(http, model, [rng.randrange(100, vocab) for _ in range(32)], 16)
+            decode, prefill = [], []
+            for _ in range(repetitions):
+                # A fresh random prompt each time: no prefix-cache hit flatters prefill.
+                prompt = [rng.randrange(100, vocab) for _ in range(PREFILL_TOKENS)]
+                ttft, _ = stream_completion(http, model, prompt, 1)
+                prefill.append(PREFILL_TOKENS / ttft)
+                short = [rng.randrange(100, vocab) for _ in range(8)]
+                _, arrivals = stream_completion(http, model, short, DECODE_TOKENS)
+                # Chunks may carry more than one token when the client lags; count tokens by
+                # the cap (ignore_eos guarantees DECODE_TOKENS tokens).
+                decode.append((DECODE_TOKENS - 1) / (arrivals[-1] - arrivals[0]))
+        return Figures(statistics.mean(decode), statistics.mean(prefill))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def llama_cpp_python_loop(path: Path, threads: int, repetitions: int) -> Figures:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, verbose=False)
+    rng = random.Random(1)
+    vocab = llm.n_vocab()
+    decode, prefill = [], []
+    for _ in range(repetitions):
+        prompt = [rng.randrange(100, vocab) for _ in range(PREFILL_TOKENS)]
+        llm.reset()
+        started = time.perf_counter()
+        next(iter(llm.create_completion(prompt, max_tokens=1, temperature=0, stream=True)))
+        prefill.append(PREFILL_TOKENS / (time.perf_counter() - started))
+        llm.reset()
+        short = [rng.randrange(100, vocab) for _ in range(8)]
+        arrivals = []
+        for _ in llm.create_completion(
+            short, max_tokens=DECODE_TOKENS, temperature=0, stream=True, logit_bias={}
+        ):
+            arrivals.append(time.perf_counter())
+        decode.append((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]))
+    llm.close()
+    return Figures(statistics.mean(decode), statistics.mean(prefill))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "gemma3-270m"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--port", type=int, default=18180)
+    parser.add_argument("--with-llama-cpp-python", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(f"threads: {args.threads}, repetitions: {args.repetitions}\n")
+    results = []
+    ok = True
+    for name in args.models:
+        path = resolve_model(name).path
+        ref = llama_bench(path, args.threads, args.repetitions)
+        ours = our_server(name, args.threads, args.repetitions, args.port)
+        rows = [
+            ("decode tok/s (tg128)", ours.decode_tps, ref.decode_tps),
+            ("prefill tok/s (pp512)", ours.prefill_tps, ref.prefill_tps),
+        ]
+        plain = (
+            llama_cpp_python_loop(path, args.threads, args.repetitions)
+            if args.with_llama_cpp_python
+            else None
+        )
+        print(f"== {name} ({path.name})")
+        print(f"{'metric':24} {'edgellm/HTTP':>13} {'llama-bench':>12} {'ratio':>7}  target")
+        for label, mine, theirs in rows:
+            ratio = mine / theirs
+            ok = ok and ratio >= TARGET
+            verdict = "ok" if ratio >= TARGET else "BELOW"
+            print(f"{label:24} {mine:13.1f} {theirs:12.1f} {ratio:7.2f}  >= {TARGET} {verdict}")
+        if plain:
+            decode_ratio = plain.decode_tps / ref.decode_tps
+            prefill_ratio = plain.prefill_tps / ref.prefill_tps
+            print(
+                "llama-cpp-python Llama.create_completion loop (in process): "
+                f"decode {plain.decode_tps:.1f} tok/s ({decode_ratio:.2f}x), "
+                f"prefill {plain.prefill_tps:.1f} tok/s ({prefill_ratio:.2f}x)"
+            )
+        print()
+        results.append(
+            {
+                "model": name,
+                "edgellm_http": ours.__dict__,
+                "llama_bench": ref.__dict__,
+                "llama_cpp_python_loop": plain.__dict__ if plain else None,
+            }
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from edgellm.cli import app
+
+app()

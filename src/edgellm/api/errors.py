@@ -1,0 +1,100 @@
+"""OpenAI-style error bodies for every failure, so clients never see a bare 500 or HTML."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edgellm.api.schemas import ErrorDetail, ErrorResponse
+from edgellm.errors import EdgeLLMError, OverloadedError
+
+log = logging.getLogger(__name__)
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
+
+
+def error_body(
+    message: str, *, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, object]:
+    return ErrorResponse(
+        error=ErrorDetail(message=message, type=type_, param=param, code=code)
+    ).model_dump()
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = error_body(
+        message, type_=_TYPE_BY_STATUS.get(status, "server_error"), param=param, code=code
+    )
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def edgellm_error_response(exc: EdgeLLMError) -> JSONResponse:
+    headers = None
+    if isinstance(exc, OverloadedError):
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))}
+    body = error_body(exc.message, type_=exc.error_type, param=exc.param, code=exc.code)
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"malformed JSON body: {first.get('msg', '')}", code="bad_json")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors
+    )
+    return error_response(422, f"invalid request: {problems}", param=param, code="invalid_value")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EdgeLLMError)
+    async def _edgellm(_: Request, exc: EdgeLLMError) -> JSONResponse:
+        if exc.status_code >= 500 and exc.status_code != 503:
+            log.error("request failed: %s", exc.message)
+        return edgellm_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers) if exc.headers else None
+        code = getattr(exc, "code", None)
+        return error_response(exc.status_code, str(exc.detail), code=code, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
+
+
+def json_error_bytes(status: int, message: str, code: str | None = None) -> bytes:
+    return json.dumps(
+        error_body(message, type_=_TYPE_BY_STATUS.get(status, "server_error"), code=code)
+    ).encode()

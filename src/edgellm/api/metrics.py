@@ -1,0 +1,135 @@
+"""Prometheus metrics for a serving process (one registry per app, so tests stay isolated)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from edgellm.engine.types import Finished, FinishReason, Timings
+
+_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+_RATE_BUCKETS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 125, 150, 200, 300, 500, 1000)
+
+
+class _ProcessCollector(Collector):
+    """CPU % (since the previous scrape) and RSS of this process, and per-model queue state."""
+
+    def __init__(self, queue_state: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self._proc = psutil.Process()
+        self._proc.cpu_percent(None)  # the first call only starts the measurement interval
+        self._queue_state = queue_state
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        cpu = GaugeMetricFamily(
+            "edgellm_process_cpu_percent",
+            "CPU use of the serving process since the previous scrape (100 = one core)",
+        )
+        cpu.add_metric([], self._proc.cpu_percent(None))
+        rss = GaugeMetricFamily(
+            "edgellm_process_resident_memory_bytes", "Resident memory of the serving process"
+        )
+        rss.add_metric([], float(self._proc.memory_info().rss))
+        depth = GaugeMetricFamily(
+            "edgellm_queue_depth", "Requests waiting for the model", labels=["model"]
+        )
+        running = GaugeMetricFamily(
+            "edgellm_requests_running", "Requests being processed by the model", labels=["model"]
+        )
+        for model, waiting, active in self._queue_state():
+            depth.add_metric([model], waiting)
+            running.add_metric([model], active)
+        yield from (cpu, rss, depth, running)
+
+
+class Metrics:
+    def __init__(self, queue_state: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "edgellm_requests",
+            "HTTP requests by endpoint, model and status code",
+            ["endpoint", "model", "status"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "edgellm_prompt_tokens", "Prompt tokens received", ["model"], registry=r
+        )
+        self.cached_prompt_tokens = Counter(
+            "edgellm_prompt_tokens_cached",
+            "Prompt tokens served from the KV cache",
+            ["model"],
+            registry=r,
+        )
+        self.generation_tokens = Counter(
+            "edgellm_generation_tokens", "Tokens generated", ["model"], registry=r
+        )
+        self.cancelled = Counter(
+            "edgellm_requests_cancelled",
+            "Generations stopped because the client went away",
+            ["model"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "edgellm_time_to_first_token_seconds",
+            "Time to first token, queue included",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "edgellm_e2e_request_latency_seconds",
+            "Admission to last token",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "edgellm_queue_wait_seconds",
+            "Time spent waiting for the model",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decode_rate = Histogram(
+            "edgellm_decode_tokens_per_second",
+            "Decode speed per request (llama.cpp counters)",
+            ["model"],
+            buckets=_RATE_BUCKETS,
+            registry=r,
+        )
+        self.prefill_rate = Histogram(
+            "edgellm_prefill_tokens_per_second",
+            "Prefill speed per request (llama.cpp counters)",
+            ["model"],
+            buckets=_RATE_BUCKETS,
+            registry=r,
+        )
+        r.register(_ProcessCollector(queue_state))
+
+    def observe_finished(self, model: str, done: Finished) -> None:
+        if done.reason is FinishReason.CANCELLED:
+            self.cancelled.labels(model).inc()
+        self.observe_generation(model, done.timings, done.completion_tokens)
+
+    def observe_generation(self, model: str, timings: Timings, completion_tokens: int) -> None:
+        self.prompt_tokens.labels(model).inc(timings.prompt_n + timings.cache_n)
+        self.cached_prompt_tokens.labels(model).inc(timings.cache_n)
+        self.generation_tokens.labels(model).inc(completion_tokens)
+        self.queue_wait.labels(model).observe(timings.queue_ms / 1e3)
+        self.e2e.labels(model).observe(timings.total_ms / 1e3)
+        if completion_tokens > 0:
+            self.ttft.labels(model).observe(timings.ttft_ms / 1e3)
+        if timings.prompt_per_second > 0:
+            self.prefill_rate.labels(model).observe(timings.prompt_per_second)
+        if timings.predicted_per_second > 0:
+            self.decode_rate.labels(model).observe(timings.predicted_per_second)
+
+    def count(self, endpoint: str, model: str, status: int) -> None:
+        self.requests.labels(endpoint, model, str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

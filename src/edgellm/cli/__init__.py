@@ -1,0 +1,17 @@
+"""The `edgellm` command line. Each concept registers its own sub-commands."""
+
+from __future__ import annotations
+
+import typer
+
+from edgellm.cli import chat, models, serve
+
+app = typer.Typer(
+    name="edgellm",
+    help="EdgeLLM: serve and measure small LLMs on CPU-only edge clusters.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(models.app, name="models")
+serve.register(app)
+chat.register(app)

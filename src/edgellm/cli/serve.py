@@ -1,0 +1,68 @@
+"""`edgellm serve` (all configured models; the bundled two by default) and `edgellm node`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from edgellm.config import EdgeLLMConfig, EngineConfig, ModelConfig, ServerConfig
+from edgellm.errors import EdgeLLMError
+
+err = Console(stderr=True)
+
+
+def _fail(exc: EdgeLLMError) -> None:
+    err.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        config: Path | None = typer.Option(
+            None, "--config", "-c", help="YAML config; default: the two bundled models"
+        ),
+        host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
+        port: int | None = typer.Option(None, help="port (default 8080)"),
+        log_level: str = typer.Option("info", help="uvicorn/EdgeLLM log level"),
+    ) -> None:
+        """Serve the OpenAI-compatible API; the request's `model` picks the model."""
+        from edgellm.node.server import run
+
+        try:
+            cfg = EdgeLLMConfig.from_yaml(config) if config else EdgeLLMConfig()
+        except EdgeLLMError as exc:
+            _fail(exc)
+            return
+        if host is not None:
+            cfg.server.host = host
+        if port is not None:
+            cfg.server.port = port
+        run(cfg, log_level=log_level)
+
+    @app.command()
+    def node(
+        model: str = typer.Option(
+            ..., "--model", "-m", help="bundled name, path to a .gguf, or repo_id/file.gguf"
+        ),
+        name: str | None = typer.Option(None, help="name clients use (default: --model)"),
+        host: str = typer.Option("127.0.0.1", help="bind address"),
+        port: int = typer.Option(8080, help="port"),
+        threads: int = typer.Option(0, help="llama.cpp threads (0 = all available CPUs)"),
+        ctx: int = typer.Option(8192, help="context window in tokens"),
+        max_queue: int = typer.Option(32, help="requests that may wait before 429"),
+        seed: int | None = typer.Option(None, help="default seed for requests without one"),
+        log_level: str = typer.Option("info"),
+    ) -> None:
+        """Serve one model: an EdgeLLM node, as deployed on each edge device."""
+        from edgellm.node.server import run
+
+        served = name or (Path(model).stem if model.endswith(".gguf") else model)
+        engine = EngineConfig(n_threads=threads, n_ctx=ctx, max_queue=max_queue, seed=seed)
+        cfg = EdgeLLMConfig(
+            server=ServerConfig(host=host, port=port),
+            models=[ModelConfig(name=served.replace(" ", "-"), source=model, engine=engine)],
+        )
+        run(cfg, log_level=log_level)

@@ -1,0 +1,239 @@
+"""The engine facade used by the servers: prompts in, an async stream of events out.
+
+The HTTP layer sees only this class. Work runs on a scheduler's worker thread; events come back
+to the asyncio loop through a queue. When a consumer stops iterating (client disconnect), the
+job is cancelled and the worker moves on within one token step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgellm.config import EngineConfig
+from edgellm.engine.chat_template import ChatTemplate
+from edgellm.engine.llama import LlamaModel, LlamaSettings
+from edgellm.engine.runner import GenerationJob, Runner
+from edgellm.engine.scheduler import Scheduler, SerialScheduler
+from edgellm.engine.types import (
+    Failed,
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    TextDelta,
+)
+from edgellm.errors import ContextLengthExceededError, InvalidRequestError
+
+log = logging.getLogger(__name__)
+
+FinishListener = Callable[[str, Finished], None]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    name: str
+    path: Path
+    n_ctx: int
+    n_ctx_train: int
+    n_vocab: int
+    n_threads: int
+    chat_template_is_fallback: bool
+
+
+class Engine:
+    def __init__(self, name: str, model: LlamaModel, config: EngineConfig) -> None:
+        self.name = name
+        self.config = config
+        self._model = model
+        self._listeners: list[FinishListener] = []
+        self._scheduler: Scheduler = SerialScheduler(
+            Runner(model), max_queue=config.max_queue, name=name
+        )
+        self._template = ChatTemplate(
+            model.chat_template(),
+            bos_token=model.special_text(model.bos_id) if model.bos_id >= 0 else "",
+            eos_token=model.special_text(model.eos_id) if model.eos_id >= 0 else "",
+            architecture=model.meta("general.architecture"),
+        )
+        self.info = EngineInfo(
+            name=name,
+            path=model.path,
+            n_ctx=model.n_ctx,
+            n_ctx_train=model.n_ctx_train,
+            n_vocab=model.n_vocab,
+            n_threads=model.n_threads,
+            chat_template_is_fallback=self._template.is_fallback,
+        )
+
+    @classmethod
+    def load(cls, name: str, path: Path, config: EngineConfig) -> Engine:
+        settings = LlamaSettings(
+            n_ctx=config.n_ctx,
+            n_threads=config.n_threads,
+            n_batch=config.n_batch,
+            n_ubatch=config.n_ubatch,
+            flash_attn=config.flash_attn,
+        )
+        return cls(name, LlamaModel(path, settings), config)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._scheduler
+
+    # -- prompts ----------------------------------------------------------------------------
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        if not messages:
+            raise InvalidRequestError("messages must not be empty", param="messages")
+        text = self._template.render(messages, add_generation_prompt=True)
+        tokens = self._model.tokenize(text, add_special=False, parse_special=True)
+        if self._model.add_bos and (not tokens or tokens[0] != self._model.bos_id):
+            tokens.insert(0, self._model.bos_id)
+        return tokens
+
+    def text_prompt(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            tokens = self._model.tokenize(prompt, add_special=True, parse_special=True)
+        else:
+            tokens = [int(t) for t in prompt]
+            bad = [t for t in tokens if not 0 <= t < self._model.n_vocab]
+            if bad:
+                raise InvalidRequestError(f"token ids out of range: {bad[:5]}", param="prompt")
+        if not tokens:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
+        return tokens
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        return self._model.tokenize(text, add_special=add_special, parse_special=add_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._model.detokenize(list(tokens))
+
+    def resolve_max_tokens(self, n_prompt: int, requested: int | None) -> int:
+        """The generation cap for a prompt, or a clear 400 naming the token counts."""
+        n_ctx = self._model.n_ctx
+        if requested is None:
+            room = n_ctx - n_prompt
+            if room < 1:
+                raise ContextLengthExceededError(
+                    f"This model's maximum context length is {n_ctx} tokens, but the prompt has "
+                    f"{n_prompt} tokens.",
+                    param="messages",
+                )
+            return min(self.config.default_max_tokens, room)
+        if n_prompt + requested > n_ctx:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                f"{n_prompt + requested} tokens ({n_prompt} in the prompt, {requested} for the "
+                f"completion). Please reduce the prompt or max_tokens.",
+                param="max_tokens",
+            )
+        return requested
+
+    # -- work -------------------------------------------------------------------------------
+
+    def add_listener(self, listener: FinishListener) -> None:
+        """Call `listener(engine_name, finished)` for every generation that ends, cancelled ones
+        included (on the worker thread: keep it quick and thread-safe)."""
+        self._listeners.append(listener)
+
+    def submit(self, request: GenerationRequest) -> GenerationStream:
+        """Queue a generation now (OverloadedError if the queue is full) and return its stream."""
+        return GenerationStream(self._scheduler, request, self._notify)
+
+    def _notify(self, done: Finished) -> None:
+        for listener in self._listeners:
+            try:
+                listener(self.name, done)
+            except Exception:
+                log.exception("finish listener failed")
+
+    async def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[LoglikelihoodResult]:
+        """Score each (context, continuation) pair of texts."""
+        requests = [self.loglikelihood_request(c, x) for c, x in pairs]
+        future = self._scheduler.submit_loglikelihood(requests)
+        return await asyncio.wrap_future(future)
+
+    def loglikelihood_request(self, context: str, continuation: str) -> LoglikelihoodRequest:
+        """Tokenize as lm-eval does: the continuation's tokens are those the whole text adds."""
+        if not continuation:
+            raise InvalidRequestError("continuation must not be empty", param="continuation")
+        ctx = self._model.tokenize(context, add_special=True, parse_special=False)
+        whole = self._model.tokenize(context + continuation, add_special=True, parse_special=False)
+        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+            cont = whole[len(ctx) :]
+        else:  # the boundary merged into one token: score the continuation on its own
+            cont = self._model.tokenize(continuation, add_special=False, parse_special=False)
+        if not ctx:
+            ctx = [self._model.bos_id]
+        if len(ctx) + len(cont) > self._model.n_ctx:
+            raise ContextLengthExceededError(
+                f"context ({len(ctx)} tokens) and continuation ({len(cont)} tokens) exceed the "
+                f"model's context window of {self._model.n_ctx} tokens"
+            )
+        return LoglikelihoodRequest(context_tokens=ctx, continuation_tokens=cont)
+
+    def close(self) -> None:
+        self._scheduler.close()
+        self._model.close()
+
+
+class GenerationStream:
+    """The events of one queued generation. `cancel()` (or leaving the loop) stops the job.
+
+    Text deltas that pile up while the consumer is busy are merged, so a slow client costs no
+    engine time and no extra chunks.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        request: GenerationRequest,
+        on_finish: Callable[[Finished], None],
+    ) -> None:
+        self._on_finish = on_finish
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
+        self._job = GenerationJob(request=request, sink=self._sink)
+        scheduler.submit_generation(self._job)
+
+    def _sink(self, event: GenerationEvent) -> None:  # called on the worker thread
+        if isinstance(event, Finished):
+            self._on_finish(event)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def cancel(self) -> None:
+        self._job.cancelled.set()
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        queue = self._queue
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, TextDelta):
+                    while not queue.empty():
+                        nxt = queue.get_nowait()
+                        if not isinstance(nxt, TextDelta):
+                            yield event
+                            event = nxt
+                            break
+                        event = _merge(event, nxt)
+                yield event
+                if isinstance(event, Finished | Failed):
+                    return
+        finally:
+            self.cancel()
+
+
+def _merge(a: TextDelta, b: TextDelta) -> TextDelta:
+    return TextDelta(
+        text=a.text + b.text, token_ids=a.token_ids + b.token_ids, logprobs=a.logprobs + b.logprobs
+    )

@@ -1,0 +1,352 @@
+"""A thin owner of one llama.cpp model and context, through llama-cpp-python's C bindings.
+
+We use the low-level API (`llama_decode`, samplers, memory operations) instead of
+`llama_cpp.Llama`: its generation loop re-detokenizes the whole completion on every streamed token
+and copies the full logits row into numpy, which costs a third of the decode speed on a Pi-class
+CPU. Everything here runs on the engine's worker thread; nothing in this module is thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+import numpy.typing as npt
+
+from edgellm.errors import EdgeLLMError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+# llama.cpp logs every load step; route its messages to Python logging ("llama.cpp" logger, warnings
+# and up by default, EDGELLM_LLAMA_LOG=debug for everything). llama-cpp-python's own callback maps
+# ggml's log levels off by one and prints info lines as warnings.
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_llama_log = logging.getLogger("llama.cpp")
+_llama_log.setLevel(os.environ.get("EDGELLM_LLAMA_LOG", "warning").upper())
+_last_level = logging.DEBUG
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _route_llama_log(level: int, text: bytes, _: ctypes.c_void_p) -> None:
+    global _last_level
+    py_level = _GGML_LEVELS.get(level, _last_level)  # 5 = continuation of the previous line
+    _last_level = py_level
+    if _llama_log.isEnabledFor(py_level):
+        message = text.decode("utf-8", errors="replace").rstrip()
+        if message:
+            _llama_log.log(py_level, message)
+
+
+llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+class LlamaError(EdgeLLMError):
+    """llama.cpp refused an operation (for example, no KV slot left for a batch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaSettings:
+    """How to load a model. Defaults match upstream `llama-bench` so benchmarks compare."""
+
+    n_ctx: int = 8192
+    n_threads: int = 0  # 0 = one per physical core available to the process
+    n_batch: int = 512
+    n_ubatch: int = 512
+    flash_attn: bool | None = None  # None = llama.cpp decides (auto)
+    use_mmap: bool = True
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PerfCounters:
+    """A snapshot of llama.cpp's own per-context counters (`llama_perf_context`)."""
+
+    prompt_eval_ms: float
+    eval_ms: float
+    n_prompt_eval: int
+    n_eval: int
+
+    @property
+    def total_ms(self) -> float:
+        return self.prompt_eval_ms + self.eval_ms
+
+    @property
+    def total_tokens(self) -> int:
+        return self.n_prompt_eval + self.n_eval
+
+
+class LlamaModel:
+    """One loaded GGUF model with one context (KV cache) and a reusable decode batch."""
+
+    def __init__(self, path: Path, settings: LlamaSettings) -> None:
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file not found: {path}")
+        _init_backend()
+        self.path = path
+        self.settings = settings
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.use_mmap = settings.use_mmap
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise LlamaError(f"llama.cpp could not load {path}")
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        threads = settings.n_threads or default_threads()
+
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = (
+            min(settings.n_ctx, self.n_ctx_train) if self.n_ctx_train else settings.n_ctx
+        )
+        cparams.n_batch = settings.n_batch
+        cparams.n_ubatch = min(settings.n_ubatch, settings.n_batch)
+        cparams.n_seq_max = 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.no_perf = False
+        # A full-size sliding-window cache lets us keep a conversation's prefix and cut it at any
+        # position (Gemma 3 uses SWA); it costs little memory at edge context sizes.
+        cparams.swa_full = True
+        if settings.flash_attn is not None:
+            cparams.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if settings.flash_attn
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise LlamaError(f"llama.cpp could not create a context for {path}")
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
+        self.n_threads = threads
+        self._batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+        self._closed = False
+        self.bos_id = int(llama_cpp.llama_vocab_bos(self._vocab))
+        self.eos_id = int(llama_cpp.llama_vocab_eos(self._vocab))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(64 * 1024)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        return buf.value.decode("utf-8", errors="replace")
+
+    def chat_template(self) -> str | None:
+        raw = llama_cpp.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8") if raw else None
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(
+            self._vocab, data, len(data), buf, capacity, add_special, parse_special
+        )
+        if n < 0:  # pragma: no cover - capacity is always enough for byte-level vocabularies
+            capacity = -n
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), buf, capacity, add_special, parse_special
+            )
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token renders to (control tokens render to nothing)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            n = llama_cpp.llama_token_to_piece(
+                self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False
+            )
+            if n < 0:  # pragma: no cover - pieces longer than 256 bytes
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+                piece = buf.raw[:n]
+            else:
+                piece = self._piece_buf.raw[:n]
+            self._pieces[token] = piece
+        return piece
+
+    def special_text(self, token: int) -> str:
+        """How a control token (BOS, EOS) is spelled, for chat templates that print it."""
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    # -- KV cache ---------------------------------------------------------------------------
+
+    def truncate_cache(self, n_keep: int) -> bool:
+        """Drop cached positions >= n_keep; False if llama.cpp cannot cut there (cache kept)."""
+        if n_keep <= 0:
+            llama_cpp.llama_memory_clear(self._mem, True)
+            return True
+        if not llama_cpp.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
+            return False
+        # With a sliding-window cache, positions before the window may already be gone.
+        return int(llama_cpp.llama_memory_seq_pos_min(self._mem, 0)) <= 0
+
+    def clear_cache(self) -> None:
+        llama_cpp.llama_memory_clear(self._mem, True)
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def decode(self, tokens: list[int], start_pos: int, *, logits: str = "last") -> None:
+        """Evaluate `tokens` at positions start_pos.., one llama_decode call (<= n_batch tokens).
+
+        logits: "last" requests the last token's logits only, "all" every token's, "none" none.
+        """
+        n = len(tokens)
+        if n == 0 or n > self.settings.n_batch:
+            raise ValueError(f"decode takes 1..{self.settings.n_batch} tokens, got {n}")
+        batch = self._batch
+        batch.n_tokens = n
+        tok, pos, nseq, seq, out = (
+            batch.token,
+            batch.pos,
+            batch.n_seq_id,
+            batch.seq_id,
+            batch.logits,
+        )
+        want_all = logits == "all"
+        for i, t in enumerate(tokens):
+            tok[i] = t
+            pos[i] = start_pos + i
+            nseq[i] = 1
+            seq[i][0] = 0
+            out[i] = want_all
+        if logits == "last":
+            out[n - 1] = True
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        # llama.cpp books its perf counters at synchronization; the CPU backend has already
+        # finished, so this is cheap and keeps `perf()` exact after every call.
+        llama_cpp.llama_synchronize(self._ctx)
+        if rc != 0:
+            raise LlamaError(
+                f"llama_decode failed with code {rc} ({n} tokens at position {start_pos}, "
+                f"context {self.n_ctx})"
+            )
+
+    def logits(self, index: int = -1) -> npt.NDArray[np.float32]:
+        """A zero-copy view of the logits row of output `index` (valid until the next decode)."""
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        if not ptr:
+            raise LlamaError(f"no logits available for output {index}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def perf(self) -> PerfCounters:
+        data = llama_cpp.llama_perf_context(self._ctx)
+        return PerfCounters(
+            prompt_eval_ms=float(data.t_p_eval_ms),
+            eval_ms=float(data.t_eval_ms),
+            n_prompt_eval=int(data.n_p_eval),
+            n_eval=int(data.n_eval),
+        )
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def new_sampler(
+        self, *, temperature: float, top_p: float, top_k: int, min_p: float, seed: int
+    ) -> Sampler:
+        return Sampler(
+            self, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed
+        )
+
+    @property
+    def ctx(self) -> Any:
+        return self._ctx
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class Sampler:
+    """A llama.cpp sampler chain; sampling runs in C on the last logits row."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        min_p: float,
+        seed: int,
+    ) -> None:
+        self._ctx = model.ctx
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            if top_k > 0:
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(top_k))
+            if top_p < 1.0:
+                llama_cpp.llama_sampler_chain_add(
+                    chain, llama_cpp.llama_sampler_init_top_p(top_p, 1)
+                )
+            if min_p > 0.0:
+                llama_cpp.llama_sampler_chain_add(
+                    chain, llama_cpp.llama_sampler_init_min_p(min_p, 1)
+                )
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
+            llama_cpp.llama_sampler_chain_add(
+                chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF)
+            )
+        self._chain = chain
+
+    def sample(self) -> int:
+        """Sample from the last output's logits (and accept the token into the chain's state)."""
+        return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, -1))
+
+    def close(self) -> None:
+        if self._chain:
+            llama_cpp.llama_sampler_free(self._chain)
+            self._chain = None

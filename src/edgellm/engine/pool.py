@@ -1,0 +1,129 @@
+"""The models one process serves: engines by name and alias, loaded in the background.
+
+The HTTP layer asks the pool for an engine by the request's `model` field; `/health` reports
+its state. The gateway issue puts routing in front of this seam.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from pathlib import Path
+
+from edgellm.config import ModelConfig
+from edgellm.engine.engine import Engine, FinishListener
+from edgellm.errors import EdgeLLMError, ModelNotFoundError, NotReadyError
+
+log = logging.getLogger(__name__)
+
+PathResolver = Callable[[str], Path]
+
+
+def resolve_with_catalog(source: str) -> Path:
+    from edgellm.models import resolve_model
+
+    return resolve_model(source).path
+
+
+class PoolState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class EnginePool:
+    def __init__(
+        self, models: list[ModelConfig], resolve: PathResolver = resolve_with_catalog
+    ) -> None:
+        if not models:
+            raise ValueError("at least one model must be configured")
+        self._configs = models
+        self._resolve = resolve
+        self._engines: dict[str, Engine] = {}
+        self._names: dict[str, str] = {}  # name or alias -> model name
+        for cfg in models:
+            for key in (cfg.name, *cfg.aliases):
+                if key in self._names:
+                    raise ValueError(f"model name or alias {key!r} is used twice")
+                self._names[key] = cfg.name
+        self.state = PoolState.LOADING
+        self.error: str | None = None
+        self.created = int(time.time())
+        self._loaded = threading.Event()
+        self._listeners: list[FinishListener] = []
+
+    def add_finish_listener(self, listener: FinishListener) -> None:
+        """Attach `listener` to every engine, loaded now or later (metrics use this)."""
+        self._listeners.append(listener)
+        for engine in self.engines():
+            engine.add_listener(listener)
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load every model (blocking). On failure the pool is FAILED and `error` says why."""
+        try:
+            for cfg in self._configs:
+                started = time.perf_counter()
+                path = self._resolve(cfg.source)
+                engine = Engine.load(cfg.name, path, cfg.engine)
+                for listener in self._listeners:
+                    engine.add_listener(listener)
+                self._engines[cfg.name] = engine
+                log.info(
+                    "loaded %s from %s in %.1f s", cfg.name, path, time.perf_counter() - started
+                )
+            self.state = PoolState.READY
+        except EdgeLLMError as exc:
+            self.error = exc.message
+            self.state = PoolState.FAILED
+        except Exception as exc:
+            log.exception("model loading failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.state = PoolState.FAILED
+        finally:
+            self._loaded.set()
+
+    def load_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        return self._loaded.wait(timeout)
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    @property
+    def model_names(self) -> list[str]:
+        return [cfg.name for cfg in self._configs]
+
+    def get(self, name: str) -> Engine:
+        canonical = self._names.get(name)
+        if canonical is None:
+            raise ModelNotFoundError(
+                f"The model '{name}' does not exist. Available: {', '.join(self.model_names)}"
+            )
+        engine = self._engines.get(canonical)
+        if engine is None:
+            if self.state is PoolState.FAILED:
+                raise NotReadyError(f"model loading failed: {self.error}")
+            raise NotReadyError(f"model '{canonical}' is still loading")
+        return engine
+
+    def engines(self) -> Iterable[Engine]:
+        return list(self._engines.values())
+
+    def queue_state(self) -> Iterable[tuple[str, int, int]]:
+        return [(e.name, e.scheduler.queue_depth, e.scheduler.running) for e in self.engines()]
+
+    def aliases(self, name: str) -> list[str]:
+        return [k for k, v in self._names.items() if v == name and k != name]
+
+    def close(self) -> None:
+        for engine in self.engines():
+            engine.close()
+        self._engines.clear()

@@ -1,0 +1,158 @@
+"""Engine-level data: what a generation request asks for and what it produces.
+
+These types are independent of HTTP (see `edgellm.api.schemas` for the wire format) and of
+llama.cpp, so a different scheduler or backend can produce the same events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DEFAULT_MAX_TOKENS = 500  # the paper's generation cap
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # end-of-generation token or a stop sequence
+    LENGTH = "length"  # max_tokens reached, or the context window is full
+    CANCELLED = "cancelled"  # the client went away
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Sampling settings. temperature == 0 means greedy decoding (deterministic)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One generation: a tokenized prompt and how to continue it."""
+
+    prompt_tokens: list[int]
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    # 0 = no log-probs; k > 0 = log-prob of each generated token plus the k-1... see `top_logprobs`.
+    logprobs: bool = False
+    top_logprobs: int = 0
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    token_id: int
+    logprob: float
+    bytes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The chosen token's log-prob under the model's distribution, and the top-k alternatives."""
+
+    token: str
+    token_id: int
+    logprob: float
+    bytes: bytes
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(slots=True)
+class Timings:
+    """Per-request timings. Prefill and decode figures come from llama.cpp's own counters.
+
+    Field names follow llama-server's `timings` object so that existing clients read them;
+    `queue_ms` and `ttft_ms` are EdgeLLM additions measured with a monotonic clock.
+    """
+
+    queue_ms: float = 0.0
+    ttft_ms: float = 0.0
+    cache_n: int = 0  # prompt tokens whose KV was reused from the previous request
+    prompt_n: int = 0  # prompt tokens actually evaluated (prefill)
+    prompt_ms: float = 0.0
+    predicted_n: int = 0  # generated tokens
+    predicted_ms: float = 0.0  # time spent decoding them after the first one
+    total_ms: float = 0.0  # from admission to the last token
+
+    @property
+    def prompt_per_second(self) -> float:
+        return 1e3 * self.prompt_n / self.prompt_ms if self.prompt_ms > 0 else 0.0
+
+    @property
+    def predicted_per_second(self) -> float:
+        # The first generated token comes from the prefill's logits: decode time covers the rest.
+        decoded = self.predicted_n - 1
+        return 1e3 * decoded / self.predicted_ms if self.predicted_ms > 0 and decoded > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        decoded = max(self.predicted_n - 1, 0)
+        return {
+            "queue_ms": round(self.queue_ms, 3),
+            "ttft_ms": round(self.ttft_ms, 3),
+            "cache_n": self.cache_n,
+            "prompt_n": self.prompt_n,
+            "prompt_ms": round(self.prompt_ms, 3),
+            "prompt_per_token_ms": round(self.prompt_ms / self.prompt_n, 3)
+            if self.prompt_n
+            else 0.0,
+            "prompt_per_second": round(self.prompt_per_second, 3),
+            "predicted_n": self.predicted_n,
+            "predicted_ms": round(self.predicted_ms, 3),
+            "predicted_per_token_ms": round(self.predicted_ms / decoded, 3) if decoded else 0.0,
+            "predicted_per_second": round(self.predicted_per_second, 3),
+            "total_ms": round(self.total_ms, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """New text, and the tokens that produced it (log-probs aligned with `token_ids`)."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The last event of a generation."""
+
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    timings: Timings
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The generation could not run; `error` says why. Ends the stream like `Finished`."""
+
+    error: Exception
+
+
+GenerationEvent = TextDelta | Finished | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class LoglikelihoodRequest:
+    """Score `continuation` after `context` (token ids, context non-empty)."""
+
+    context_tokens: list[int]
+    continuation_tokens: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class LoglikelihoodResult:
+    logprob: float  # sum of the continuation tokens' log-probs
+    is_greedy: bool  # every continuation token is the argmax given what precedes it
+    token_logprobs: tuple[float, ...]
+    n_tokens: int

@@ -1,0 +1,26 @@
+"""Run the OpenAI-compatible server (uvicorn) for a configuration."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from edgellm.api.app import create_app
+from edgellm.config import EdgeLLMConfig
+from edgellm.engine.pool import EnginePool
+
+
+def run(config: EdgeLLMConfig, *, log_level: str = "info") -> None:
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    pool = EnginePool(config.models)
+    app = create_app(pool, config.server)
+    uvicorn.run(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
