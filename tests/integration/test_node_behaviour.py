@@ -116,7 +116,11 @@ def test_full_queue_gets_429_with_retry_after() -> None:
         assert int(r.headers["Retry-After"]) >= 1
         assert r.json()["error"]["type"] == "rate_limit_error"
         with pytest.raises(openai.RateLimitError):
-            server.client().chat.completions.create(**LONG)  # type: ignore[arg-type]
+            server.client().chat.completions.create(
+                model=MODEL,
+                messages=LONG["messages"],  # type: ignore[arg-type]
+                max_tokens=10,
+            )
         stop.set()
         for t in holders:
             t.join(timeout=30)
