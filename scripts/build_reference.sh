@@ -18,7 +18,8 @@
 #   llama-cpp-python-<ver>/source/           extracted sdist
 #   llama-cpp-python-<ver>/build/            CMake build tree (kept: an interrupted build resumes)
 #   llama-cpp-python-<ver>/bin/              the three tools + the shared libraries they load
-#   llama-cpp-python-<ver>/bin/.reference-stamp   written last; its absence means "not built"
+#   llama-cpp-python-<ver>/bin/.reference-stamp   what bin/ was built from; bin/ and the stamp
+#                                                 appear together (one rename), so no stamp = not built
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -106,7 +107,6 @@ CMAKE_OPTS=(
     -DLLAMA_OPENSSL=OFF
     -DLLAMA_LLGUIDANCE=OFF
     -DGGML_OPENMP_FETCH=OFF
-    -DFETCHCONTENT_FULLY_DISCONNECTED=ON
 )
 if [[ -n "$CMAKE_ARGS" ]]; then
     read -r -a extra_args <<<"$CMAKE_ARGS"
@@ -216,6 +216,13 @@ configure() {
 }
 
 say "configuring (cmake ${CMAKE_OPTS[*]})"
+# CMake cache entries are sticky: an option dropped from CMAKE_ARGS would keep its old value in an
+# existing build tree, so a tree configured with other options is started afresh.
+OPTIONS_FILE="$BUILD_DIR/.reference-cmake-options"
+if [[ -d "$BUILD_DIR" && "$(cat "$OPTIONS_FILE" 2>/dev/null)" != "${CMAKE_OPTS[*]}" ]]; then
+    say "the build tree was configured with other options; starting a clean build directory"
+    rm -rf "$BUILD_DIR"
+fi
 if [[ -d "$BUILD_DIR" ]]; then
     if ! configure; then
         # A configure interrupted half-way (or another generator) can leave a broken cache.
@@ -226,6 +233,7 @@ if [[ -d "$BUILD_DIR" ]]; then
 else
     configure || die "cmake configure failed"
 fi
+printf '%s\n' "${CMAKE_OPTS[*]}" >"$OPTIONS_FILE"
 native="$(sed -n 's/^GGML_NATIVE:BOOL=//p' "$BUILD_DIR/CMakeCache.txt")"
 say "GGML_NATIVE=${native:-?} (llama-cpp-python's default wheel build uses the same default)"
 
