@@ -6,11 +6,12 @@ schema; a YAML file, environment variables (`EDGELLM_...`) and CLI flags fill it
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgellm.engine.types import DEFAULT_MAX_TOKENS
@@ -39,15 +40,24 @@ class EngineConfig(BaseModel):
     default_max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
 
 
+Tier = Literal["edge-small", "edge-large", "cloud"]
+TIERS: tuple[Tier, ...] = ("edge-small", "edge-large", "cloud")
+_NAME = r"^[A-Za-z0-9._:/-]+$"
+
+
 class ModelConfig(BaseModel):
     """A model served by this process: a name clients use and where its weights come from."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:/-]+$")
+    name: str = Field(min_length=1, pattern=_NAME)
     source: str = Field(description="bundled name, path to a .gguf, or repo_id/file.gguf")
     aliases: list[str] = Field(default_factory=list)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    # gateway view of the model
+    tier: Tier = "edge-small"
+    cost_per_1k_tokens: float = Field(0.0, ge=0.0)
+    context_length: int | None = Field(None, ge=1, description="None: the engine's n_ctx")
 
 
 class ServerConfig(BaseModel):
@@ -62,7 +72,189 @@ BUNDLED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
 
 def bundled_model_configs() -> list[ModelConfig]:
-    return [ModelConfig(name=name, source=name) for name in BUNDLED_MODELS]
+    tiers: tuple[Tier, ...] = ("edge-small", "edge-large")
+    return [
+        ModelConfig(name=n, source=n, tier=t) for n, t in zip(BUNDLED_MODELS, tiers, strict=True)
+    ]
+
+
+# -- gateway: remote backends, routing policies, router settings, auth -------------------------
+
+
+class HttpBackendConfig(BaseModel):
+    """Replicas reached over the OpenAI HTTP API: EdgeLLM nodes, llama-server, Ollama, vLLM, or a
+    cloud API. Give `url`, several `urls`, or a `dns` name whose addresses are the replicas (a
+    Kubernetes headless Service), re-resolved every `resolve_interval_s`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, description="base URL including /v1, e.g. http://node:8080/v1")
+    urls: list[str] = Field(default_factory=list)
+    dns: str | None = Field(None, description="host name resolving to one address per replica")
+    port: int = Field(8080, ge=1, le=65535, description="with `dns`")
+    scheme: Literal["http", "https"] = "http"
+    path: str = Field("/v1", description="with `dns`: the API prefix")
+    resolve_interval_s: float = Field(10.0, gt=0)
+    model: str | None = Field(None, description="the upstream model name (default: ours)")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable with the key"
+    )
+    health_path: str | None = Field(
+        "/health", description="GET relative to the server root; None disables active checks"
+    )
+    max_concurrency: int = Field(4, ge=1, description="outstanding requests before saturated")
+    connect_timeout_s: float = Field(2.0, gt=0)
+    timeout_s: float = Field(300.0, gt=0, description="whole request")
+    first_token_timeout_s: float = Field(60.0, gt=0)
+    supports_logprobs: bool = True
+
+    @field_validator("url", "urls")
+    @classmethod
+    def _check_url(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for u in [v] if isinstance(v, str) else v or []:
+            if not re.match(r"^https?://[^/\s]+", u):
+                raise ValueError(f"{u!r} is not an http(s) URL")
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HttpBackendConfig:
+        given = [k for k, v in (("url", self.url), ("urls", self.urls), ("dns", self.dns)) if v]
+        if len(given) != 1:
+            raise ValueError("give exactly one of url, urls, dns")
+        return self
+
+    def static_urls(self) -> list[str]:
+        return [self.url] if self.url else list(self.urls)
+
+
+class RemoteModelConfig(BaseModel):
+    """A model served elsewhere; the gateway forwards to its replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=_NAME)
+    aliases: list[str] = Field(default_factory=list)
+    tier: Tier = "cloud"
+    cost_per_1k_tokens: float = Field(0.0, ge=0.0)
+    context_length: int = Field(8192, ge=1)
+    backends: list[HttpBackendConfig] = Field(min_length=1)
+
+
+class _PolicyBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=_NAME, description="the `model` value that uses it")
+    models: list[str] = Field(
+        default_factory=list, description="candidates, smallest tier first (default: all)"
+    )
+
+
+class Marker(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    pattern: str
+    tier: Tier = "edge-large"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression: {exc}") from exc
+        return v
+
+
+def _default_markers() -> list[Marker]:
+    return [
+        Marker(name="code", pattern=r"```|\bdef \w+\(|#include|\bfunction\b|\bclass \w+[:(]"),
+        Marker(
+            name="math", pattern=r"\d+\s*[-+*/^=]\s*\d+|\b(integral|derivative|prove|equation)\b"
+        ),
+        Marker(name="several_questions", pattern=r"\?[^?]+\?"),
+    ]
+
+
+def _default_pii() -> dict[str, str]:
+    return {
+        "email": r"[\w.+-]+@[\w-]+\.[\w.-]+",
+        "phone": r"\+?\d[\d ()-]{8,}\d",
+        "iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}\b",
+        "card": r"\b(?:\d[ -]?){13,16}\b",
+    }
+
+
+class RulesPolicyConfig(_PolicyBase):
+    kind: Literal["rules"] = "rules"
+    long_prompt_chars: int = Field(2000, ge=1)
+    long_prompt_tier: Tier = "cloud"
+    markers: list[Marker] = Field(default_factory=_default_markers)
+    pii_patterns: dict[str, str] = Field(default_factory=_default_pii)
+    private_header: str = "x-edgellm-private"
+
+
+class LoadPolicyConfig(_PolicyBase):
+    kind: Literal["load"] = "load"
+    spill_tier: Tier = Field("cloud", description="used only when every edge replica is saturated")
+
+
+class ScorerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(
+        "mean_logprob", description="mean_logprob, min_logprob, neg_entropy, logistic"
+    )
+    path: Path | None = Field(None, description="trained weights (logistic)")
+
+
+class CascadePolicyConfig(_PolicyBase):
+    kind: Literal["cascade"] = "cascade"
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+    threshold: float = Field(-1.0, description="escalate when the score is below it")
+    early_abort_tokens: int | None = Field(
+        None, ge=1, description="decide after this many tokens instead of the whole answer"
+    )
+    top_logprobs: int = Field(5, ge=0, le=20, description="alternatives for the entropy")
+
+
+class LearnedPolicyConfig(_PolicyBase):
+    kind: Literal["learned"] = "learned"
+    path: Path = Field(description="classifier trained by `edgellm router train`")
+    threshold: float | None = Field(None, description="override the calibrated threshold")
+
+
+PolicyConfig = Annotated[
+    RulesPolicyConfig | LoadPolicyConfig | CascadePolicyConfig | LearnedPolicyConfig,
+    Field(discriminator="kind"),
+]
+
+
+class RouterSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_policy: str = Field("auto", description="the policy `model: auto` uses")
+    retries: int = Field(2, ge=0, description="extra rounds over the candidates before giving up")
+    backoff_s: float = Field(0.05, ge=0, description="doubles every round")
+    failure_threshold: int = Field(3, ge=1, description="consecutive failures that open a circuit")
+    cooldown_s: float = Field(10.0, ge=0, description="an open circuit rests this long")
+    health_interval_s: float = Field(5.0, gt=0)
+    conversations: int = Field(1000, ge=0, description="histories kept (least recently used go)")
+
+
+class ApiKeyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
+    requests_per_minute: float = Field(600.0, gt=0)
+    burst: int = Field(20, ge=1)
+
+
+class AuthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[ApiKeyConfig] = Field(default_factory=list, description="empty: no auth")
 
 
 class EdgeLLMConfig(BaseSettings):
@@ -72,6 +264,28 @@ class EdgeLLMConfig(BaseSettings):
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     models: list[ModelConfig] = Field(default_factory=bundled_model_configs)
+    remote_models: list[RemoteModelConfig] = Field(default_factory=list)
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> EdgeLLMConfig:
+        seen: set[str] = set()
+        every: list[ModelConfig | RemoteModelConfig] = [*self.models, *self.remote_models]
+        for m in every:
+            for key in (m.name, *m.aliases):
+                if key in seen:
+                    raise ValueError(f"model name or alias {key!r} is used twice")
+                seen.add(key)
+        models = {m.name for m in every}
+        for i, p in enumerate(self.policies):
+            if p.name in seen:
+                raise ValueError(f"policies.{i}.name: {p.name!r} is also a model name")
+            unknown = [m for m in p.models if m not in models]
+            if unknown:
+                raise ValueError(f"policies.{i}.models: unknown models {unknown}")
+        return self
 
     @classmethod
     def from_yaml(cls, path: Path) -> EdgeLLMConfig:
