@@ -17,8 +17,9 @@ from typing import Any
 
 from edgellm.config import EngineConfig
 from edgellm.engine.chat_template import ChatTemplate
+from edgellm.engine.jobs import GenerationJob
 from edgellm.engine.llama import LlamaModel, LlamaSettings
-from edgellm.engine.runner import GenerationJob, Runner
+from edgellm.engine.runner import Runner
 from edgellm.engine.scheduler import Scheduler, SerialScheduler
 from edgellm.engine.types import (
     Failed,

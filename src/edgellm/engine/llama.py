@@ -73,6 +73,7 @@ class LlamaSettings:
     n_ubatch: int = 512
     flash_attn: bool | None = None  # None = llama.cpp decides (auto)
     use_mmap: bool = True
+    n_seq_max: int = 1  # sequences sharing the (unified) KV cache: one per slot
 
 
 def default_threads() -> int:
@@ -126,7 +127,10 @@ class LlamaModel:
         )
         cparams.n_batch = settings.n_batch
         cparams.n_ubatch = min(settings.n_ubatch, settings.n_batch)
-        cparams.n_seq_max = 1
+        cparams.n_seq_max = settings.n_seq_max
+        # One KV cache shared by all sequences: any slot may use the whole window, and cached
+        # conversations of idle slots take only the cells they need.
+        cparams.kv_unified = True
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.no_perf = False
@@ -147,7 +151,9 @@ class LlamaModel:
         self._mem = llama_cpp.llama_get_memory(ctx)
         self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
         self.n_threads = threads
+        self.n_seq_max = settings.n_seq_max
         self._batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
+        self._batch_len = 0
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._closed = False
@@ -215,55 +221,87 @@ class LlamaModel:
 
     # -- KV cache ---------------------------------------------------------------------------
 
-    def truncate_cache(self, n_keep: int) -> bool:
-        """Drop cached positions >= n_keep; False if llama.cpp cannot cut there (cache kept)."""
+    def truncate_cache(self, n_keep: int, seq: int = 0) -> bool:
+        """Drop cached positions >= n_keep of `seq`; False if llama.cpp cannot cut there."""
         if n_keep <= 0:
-            llama_cpp.llama_memory_clear(self._mem, True)
+            self.clear_seq(seq)
             return True
-        if not llama_cpp.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
+        if not llama_cpp.llama_memory_seq_rm(self._mem, seq, n_keep, -1):
             return False
         # With a sliding-window cache, positions before the window may already be gone.
-        return int(llama_cpp.llama_memory_seq_pos_min(self._mem, 0)) <= 0
+        return int(llama_cpp.llama_memory_seq_pos_min(self._mem, seq)) <= 0
+
+    def clear_seq(self, seq: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
 
     def clear_cache(self) -> None:
         llama_cpp.llama_memory_clear(self._mem, True)
 
+    def save_seq(self, seq: int) -> bytes:
+        """A copy of one sequence's KV state, to restore later into any sequence."""
+        size = int(llama_cpp.llama_state_seq_get_size(self._ctx, seq))
+        buf = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq))
+        return bytes(buf[:written])
+
+    def restore_seq(self, seq: int, state: bytes) -> bool:
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        return int(llama_cpp.llama_state_seq_set_data(self._ctx, buf, len(state), seq)) > 0
+
     # -- evaluation -------------------------------------------------------------------------
 
-    def decode(self, tokens: list[int], start_pos: int, *, logits: str = "last") -> None:
-        """Evaluate `tokens` at positions start_pos.., one llama_decode call (<= n_batch tokens).
+    def batch_clear(self) -> None:
+        self._batch_len = 0
+
+    def batch_add(self, token: int, pos: int, seq: int, *, logits: bool) -> int:
+        """Append one token to the pending batch; returns its index (for logits/sampling)."""
+        i = self._batch_len
+        if i >= self.settings.n_batch:
+            raise ValueError(f"the batch holds at most {self.settings.n_batch} tokens")
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+        self._batch_len = i + 1
+        return i
+
+    @property
+    def batch_len(self) -> int:
+        return self._batch_len
+
+    def batch_decode(self) -> int:
+        """Evaluate the pending batch. Returns llama_decode's code: 0 ok, 1 no KV space left."""
+        self._batch.n_tokens = self._batch_len
+        rc = int(llama_cpp.llama_decode(self._ctx, self._batch))
+        # llama.cpp books its perf counters at synchronization; the CPU backend has already
+        # finished, so this is cheap and keeps `perf()` exact after every call.
+        llama_cpp.llama_synchronize(self._ctx)
+        if rc not in (0, 1):
+            raise LlamaError(f"llama_decode failed with code {rc} ({self._batch_len} tokens)")
+        return rc
+
+    def decode(
+        self, tokens: list[int], start_pos: int, *, logits: str = "last", seq: int = 0
+    ) -> None:
+        """Evaluate `tokens` of sequence `seq` at positions start_pos.. in one llama_decode call.
 
         logits: "last" requests the last token's logits only, "all" every token's, "none" none.
         """
         n = len(tokens)
         if n == 0 or n > self.settings.n_batch:
             raise ValueError(f"decode takes 1..{self.settings.n_batch} tokens, got {n}")
-        batch = self._batch
-        batch.n_tokens = n
-        tok, pos, nseq, seq, out = (
-            batch.token,
-            batch.pos,
-            batch.n_seq_id,
-            batch.seq_id,
-            batch.logits,
-        )
+        self.batch_clear()
         want_all = logits == "all"
         for i, t in enumerate(tokens):
-            tok[i] = t
-            pos[i] = start_pos + i
-            nseq[i] = 1
-            seq[i][0] = 0
-            out[i] = want_all
-        if logits == "last":
-            out[n - 1] = True
-        rc = llama_cpp.llama_decode(self._ctx, batch)
-        # llama.cpp books its perf counters at synchronization; the CPU backend has already
-        # finished, so this is cheap and keeps `perf()` exact after every call.
-        llama_cpp.llama_synchronize(self._ctx)
-        if rc != 0:
+            self.batch_add(
+                t, start_pos + i, seq, logits=want_all or (logits == "last" and i == n - 1)
+            )
+        if self.batch_decode() != 0:
             raise LlamaError(
-                f"llama_decode failed with code {rc} ({n} tokens at position {start_pos}, "
-                f"context {self.n_ctx})"
+                f"no room in the KV cache for {n} tokens at position {start_pos} "
+                f"(context {self.n_ctx})"
             )
 
     def logits(self, index: int = -1) -> npt.NDArray[np.float32]:
@@ -342,9 +380,9 @@ class Sampler:
             )
         self._chain = chain
 
-    def sample(self) -> int:
-        """Sample from the last output's logits (and accept the token into the chain's state)."""
-        return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, -1))
+    def sample(self, index: int = -1) -> int:
+        """Sample from output `index`'s logits (and accept the token into the chain's state)."""
+        return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, index))
 
     def close(self) -> None:
         if self._chain:

@@ -6,49 +6,19 @@ what is new (prefix reuse). All of this runs on the scheduler's worker thread.
 
 from __future__ import annotations
 
-import random
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgellm.engine.generation import ActiveGeneration
+from edgellm.engine.jobs import GenerationJob, common_prefix_len
 from edgellm.engine.llama import LlamaModel
-from edgellm.engine.logprobs import log_softmax_at, token_logprob
-from edgellm.engine.textstream import Emission, TextStream
-from edgellm.engine.types import (
-    Finished,
-    FinishReason,
-    GenerationEvent,
-    GenerationRequest,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-    TextDelta,
-    Timings,
-)
-
-EventSink = Callable[[GenerationEvent], None]
+from edgellm.engine.logprobs import log_softmax_at
+from edgellm.engine.types import FinishReason, LoglikelihoodRequest, LoglikelihoodResult
 
 # Scoring requests ask llama.cpp for logits at many positions at once; the output buffer holds
 # chunk x vocabulary floats (Gemma 3's 262k vocabulary: 64 x 262k x 4 B = 67 MB), so keep it small.
 SCORING_CHUNK = 64
-
-
-def common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-@dataclass(slots=True)
-class GenerationJob:
-    request: GenerationRequest
-    sink: EventSink
-    admitted_at: float = field(default_factory=time.perf_counter)
-    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class Runner:
@@ -89,86 +59,22 @@ class Runner:
     # -- generation -------------------------------------------------------------------------
 
     def generate(self, job: GenerationJob) -> None:
-        req = job.request
         model = self.model
-        started = time.perf_counter()
-        timings = Timings(queue_ms=(started - job.admitted_at) * 1e3)
-        prompt = req.prompt_tokens
-        n_reused = self._reuse_prefix(prompt)
-        timings.cache_n = n_reused
-        timings.prompt_n = len(prompt) - n_reused
-
+        n_reused = self._reuse_prefix(job.request.prompt_tokens)
+        gen = ActiveGeneration(job, model, n_reused)
         perf_start = model.perf()
-        if not self._prefill(prompt, n_reused, job.cancelled, last_logits=True):
-            self._finish(job, FinishReason.CANCELLED, len(prompt), 0, timings, started)
+        if not self._prefill(gen.prompt, n_reused, job.cancelled, last_logits=True):
+            gen.finish(FinishReason.CANCELLED)
             return
+        gen.pos = len(gen.prompt)
         perf_prefilled = model.perf()
-        timings.prompt_ms = perf_prefilled.total_ms - perf_start.total_ms
-
-        s = req.sampling
-        seed = s.seed if s.seed is not None else random.getrandbits(32)
-        sampler = model.new_sampler(
-            temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, seed=seed
-        )
-        stream = TextStream(stop=req.stop)
-        want_lp = req.logprobs
-        top_k = req.top_logprobs
-        pos = len(prompt)
-        n_gen = 0
-        reason = FinishReason.LENGTH
-        try:
-            while True:
-                token = sampler.sample()
-                n_gen += 1
-                if n_gen == 1:
-                    timings.ttft_ms = (time.perf_counter() - job.admitted_at) * 1e3
-                if model.is_eog(token) and not req.ignore_eos:
-                    reason = FinishReason.STOP
-                    break
-                lp = (
-                    token_logprob(model.logits(-1), token, top_k, model.token_bytes)
-                    if want_lp
-                    else None
-                )
-                emission = stream.push(token, model.token_bytes(token), lp)
-                if emission is not None:
-                    job.sink(_delta(emission))
-                if stream.stopped:
-                    reason = FinishReason.STOP
-                    break
-                if n_gen >= req.max_tokens or pos >= model.n_ctx:
-                    reason = FinishReason.LENGTH
-                    break
-                if job.cancelled.is_set():
-                    reason = FinishReason.CANCELLED
-                    break
-                model.decode([token], pos)
-                self._cached.append(token)
-                pos += 1
-        finally:
-            sampler.close()
-        tail = stream.flush()
-        if tail is not None:
-            job.sink(_delta(tail))
-        timings.predicted_ms = model.perf().total_ms - perf_prefilled.total_ms
-        self._finish(job, reason, len(prompt), n_gen, timings, started)
-
-    @staticmethod
-    def _finish(
-        job: GenerationJob,
-        reason: FinishReason,
-        n_prompt: int,
-        n_gen: int,
-        timings: Timings,
-        started: float,
-    ) -> None:
-        timings.predicted_n = n_gen
-        timings.total_ms = (time.perf_counter() - job.admitted_at) * 1e3
-        job.sink(
-            Finished(
-                reason=reason, prompt_tokens=n_prompt, completion_tokens=n_gen, timings=timings
-            )
-        )
+        gen.timings.prompt_ms = perf_prefilled.total_ms - perf_start.total_ms
+        while (reason := gen.accept(-1)) is None:
+            model.decode([gen.next_token], gen.pos)
+            self._cached.append(gen.next_token)
+            gen.pos += 1
+        gen.timings.predicted_ms = model.perf().total_ms - perf_prefilled.total_ms
+        gen.finish(reason)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -206,7 +112,3 @@ class Runner:
             token_logprobs=tuple(token_lps),
             n_tokens=len(cont),
         )
-
-
-def _delta(e: Emission) -> TextDelta:
-    return TextDelta(text=e.text, token_ids=tuple(e.token_ids), logprobs=tuple(e.logprobs))

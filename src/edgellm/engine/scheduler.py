@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from edgellm.engine.runner import GenerationJob, Runner
+from edgellm.engine.jobs import GenerationJob
+from edgellm.engine.runner import Runner
 from edgellm.engine.types import Failed, LoglikelihoodRequest, LoglikelihoodResult
 from edgellm.errors import OverloadedError
 

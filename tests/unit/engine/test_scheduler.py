@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from edgellm.engine.runner import GenerationJob
+from edgellm.engine.jobs import GenerationJob
 from edgellm.engine.scheduler import SerialScheduler
 from edgellm.engine.types import (
     Failed,
