@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from edgellm.cli import chat, models, serve
+from edgellm.cli import chat, models, serve, testbed
 
 app = typer.Typer(
     name="edgellm",
@@ -13,5 +13,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(models.app, name="models")
+app.add_typer(testbed.app, name="testbed")
 serve.register(app)
 chat.register(app)
