@@ -36,6 +36,9 @@ class EngineConfig(BaseModel):
         None, description="sampling seed for requests that give none (None: random per request)"
     )
     flash_attn: bool | None = Field(None, description="None lets llama.cpp decide")
+    parallel: int = Field(
+        1, ge=1, le=64, description="slots decoded together (continuous batching when > 1)"
+    )
     max_queue: int = Field(32, ge=0, description="requests that may wait; more get 429")
     default_max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.config import EngineConfig
+from edgellm.engine.batching import BatchScheduler
 from edgellm.engine.chat_template import ChatTemplate
 from edgellm.engine.jobs import GenerationJob
 from edgellm.engine.llama import LlamaModel, LlamaSettings
@@ -54,8 +55,10 @@ class Engine:
         self.config = config
         self._model = model
         self._listeners: list[FinishListener] = []
-        self._scheduler: Scheduler = SerialScheduler(
-            Runner(model), max_queue=config.max_queue, name=name
+        self._scheduler: Scheduler = (
+            BatchScheduler(model, n_slots=config.parallel, max_queue=config.max_queue, name=name)
+            if config.parallel > 1
+            else SerialScheduler(Runner(model), max_queue=config.max_queue, name=name)
         )
         self._template = ChatTemplate(
             model.chat_template(),
@@ -81,6 +84,7 @@ class Engine:
             n_batch=config.n_batch,
             n_ubatch=config.n_ubatch,
             flash_attn=config.flash_attn,
+            n_seq_max=config.parallel,
         )
         return cls(name, LlamaModel(path, settings), config)
 

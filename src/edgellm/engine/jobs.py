@@ -26,3 +26,16 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    """Counters a scheduler keeps for /metrics (read from other threads; ints only)."""
+
+    steps: int = 0  # llama_decode calls
+    tokens_in_batches: int = 0
+    last_batch_size: int = 0
+    prefix_hits: int = 0  # requests that reused cached tokens (slot or saved state)
+    reused_tokens: int = 0
+    state_saves: int = 0
+    state_restores: int = 0

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from edgellm.engine.generation import ActiveGeneration
-from edgellm.engine.jobs import GenerationJob, common_prefix_len
+from edgellm.engine.jobs import GenerationJob, SchedulerStats, common_prefix_len
 from edgellm.engine.llama import LlamaModel
 from edgellm.engine.logprobs import log_softmax_at
 from edgellm.engine.types import FinishReason, LoglikelihoodRequest, LoglikelihoodResult
@@ -27,6 +27,7 @@ class Runner:
     def __init__(self, model: LlamaModel) -> None:
         self.model = model
         self._cached: list[int] = []  # tokens whose KV is in the cache (sequence 0)
+        self.stats = SchedulerStats()
 
     # -- prefix reuse -----------------------------------------------------------------------
 
@@ -38,6 +39,9 @@ class Runner:
             self.model.clear_cache()
             n_keep = 0
         del self._cached[n_keep:]
+        if n_keep:
+            self.stats.prefix_hits += 1
+            self.stats.reused_tokens += n_keep
         return n_keep
 
     def _prefill(

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from edgellm.engine.jobs import GenerationJob
+from edgellm.engine.jobs import GenerationJob, SchedulerStats
 from edgellm.engine.runner import Runner
 from edgellm.engine.types import Failed, LoglikelihoodRequest, LoglikelihoodResult
 from edgellm.errors import OverloadedError
@@ -42,6 +42,12 @@ class Scheduler(Protocol):
     @property
     def running(self) -> int: ...
 
+    @property
+    def n_slots(self) -> int: ...
+
+    @property
+    def stats(self) -> SchedulerStats: ...
+
     def close(self) -> None: ...
 
 
@@ -64,6 +70,14 @@ class SerialScheduler:
     @property
     def running(self) -> int:
         return self._running
+
+    @property
+    def n_slots(self) -> int:
+        return 1
+
+    @property
+    def stats(self) -> SchedulerStats:
+        return self._runner.stats
 
     def submit_generation(self, job: GenerationJob) -> None:
         def run() -> None:
