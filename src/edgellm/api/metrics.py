@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterable
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from edgellm.engine.pool import EngineLoad
 from edgellm.engine.types import Finished, FinishReason, Timings
 
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
@@ -18,12 +19,12 @@ _RATE_BUCKETS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 125, 150, 200, 300, 500, 1000
 class _ProcessCollector(Collector):
     """CPU % (since the previous scrape) and RSS of this process, and per-model queue state."""
 
-    def __init__(self, queue_state: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+    def __init__(self, queue_state: Callable[[], Iterable[EngineLoad]]) -> None:
         self._proc = psutil.Process()
         self._proc.cpu_percent(None)  # the first call only starts the measurement interval
         self._queue_state = queue_state
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         cpu = GaugeMetricFamily(
             "edgellm_process_cpu_percent",
             "CPU use of the serving process since the previous scrape (100 = one core)",
@@ -39,14 +40,37 @@ class _ProcessCollector(Collector):
         running = GaugeMetricFamily(
             "edgellm_requests_running", "Requests being processed by the model", labels=["model"]
         )
-        for model, waiting, active in self._queue_state():
-            depth.add_metric([model], waiting)
-            running.add_metric([model], active)
-        yield from (cpu, rss, depth, running)
+        slots = GaugeMetricFamily("edgellm_slots", "Slots decoded together", labels=["model"])
+        batch = GaugeMetricFamily(
+            "edgellm_batch_size", "Tokens in the latest llama_decode batch", labels=["model"]
+        )
+        steps = CounterMetricFamily("edgellm_decode_steps", "llama_decode calls", labels=["model"])
+        batched = CounterMetricFamily(
+            "edgellm_batched_tokens", "Tokens evaluated in llama_decode batches", labels=["model"]
+        )
+        hits = CounterMetricFamily(
+            "edgellm_prefix_cache_hits", "Requests that reused cached KV", labels=["model"]
+        )
+        restores = CounterMetricFamily(
+            "edgellm_saved_state_restores",
+            "Conversations restored from saved KV state",
+            labels=["model"],
+        )
+        for load in self._queue_state():
+            m = [load.model]
+            depth.add_metric(m, load.waiting)
+            running.add_metric(m, load.running)
+            slots.add_metric(m, load.slots)
+            batch.add_metric(m, load.stats.last_batch_size)
+            steps.add_metric(m, load.stats.steps)
+            batched.add_metric(m, load.stats.tokens_in_batches)
+            hits.add_metric(m, load.stats.prefix_hits)
+            restores.add_metric(m, load.stats.state_restores)
+        yield from (cpu, rss, depth, running, slots, batch, steps, batched, hits, restores)
 
 
 class Metrics:
-    def __init__(self, queue_state: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+    def __init__(self, queue_state: Callable[[], Iterable[EngineLoad]]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

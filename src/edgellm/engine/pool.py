@@ -10,11 +10,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
 from edgellm.config import ModelConfig
 from edgellm.engine.engine import Engine, FinishListener
+from edgellm.engine.jobs import SchedulerStats
 from edgellm.errors import EdgeLLMError, ModelNotFoundError, NotReadyError
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,15 @@ def resolve_with_catalog(source: str) -> Path:
     from edgellm.models import resolve_model
 
     return resolve_model(source).path
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    model: str
+    waiting: int
+    running: int
+    slots: int
+    stats: SchedulerStats
 
 
 class PoolState(StrEnum):
@@ -117,8 +128,18 @@ class EnginePool:
     def engines(self) -> Iterable[Engine]:
         return list(self._engines.values())
 
-    def queue_state(self) -> Iterable[tuple[str, int, int]]:
-        return [(e.name, e.scheduler.queue_depth, e.scheduler.running) for e in self.engines()]
+    def queue_state(self) -> list[EngineLoad]:
+        """A snapshot of every loaded engine's scheduler, for /metrics and load-aware routing."""
+        return [
+            EngineLoad(
+                model=e.name,
+                waiting=e.scheduler.queue_depth,
+                running=e.scheduler.running,
+                slots=e.scheduler.n_slots,
+                stats=replace(e.scheduler.stats),
+            )
+            for e in self.engines()
+        ]
 
     def aliases(self, name: str) -> list[str]:
         return [k for k, v in self._names.items() if v == name and k != name]
