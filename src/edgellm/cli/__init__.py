@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from edgellm.cli import chat, models, serve, testbed
+from edgellm.cli import chat, deploy, models, serve, testbed
 
 app = typer.Typer(
     name="edgellm",
@@ -14,5 +14,6 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(testbed.app, name="testbed")
+app.add_typer(deploy.app, name="deploy")
 serve.register(app)
 chat.register(app)

@@ -1,0 +1,2 @@
+"""Kubernetes / K3s manifests rendered from the gateway's own configuration
+(`edgellm deploy render --config cluster.yaml`)."""
