@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SCORING_CHUNK = 64  # positions with logits per step for scoring jobs (output buffer bound)
 MIN_SAVED_TOKENS = 32  # shorter caches are cheaper to prefill again than to save
+MIN_REUSED_TOKENS = 16  # a shared prefix shorter than this is not worth another slot's cache
 
 
 class KVCacheFullError(EdgeLLMError):
@@ -124,10 +125,10 @@ class SavedStates:
                 best = (key, n)
         return best
 
-    def take(self, key: tuple[int, ...]) -> bytes:
-        state = self._items.pop(key)
-        self._bytes -= len(state)
-        return state
+    def get(self, key: tuple[int, ...]) -> bytes:
+        """The state saved for `key` (kept, and marked most recently used)."""
+        self._items.move_to_end(key)
+        return self._items[key]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -255,16 +256,23 @@ class BatchScheduler:
                 slot.scoring = job
 
     def _place(self, free: list[Slot], tokens: list[int]) -> tuple[Slot, int]:
-        """Pick a slot for `tokens` and prepare its cache; return it and the reusable length."""
+        """Pick a slot for `tokens` and prepare its cache; return it and the reusable length.
+
+        A slot whose cache shares a worthwhile prefix wins; otherwise the emptiest, least
+        recently used slot, so that a tiny shared prefix (a common system prompt opening) does
+        not destroy another conversation's cache. A saved state with a longer prefix is
+        restored into the chosen slot.
+        """
         limit = len(tokens) - 1  # the last prompt token is always evaluated for fresh logits
         scored = [(min(common_prefix_len(s.cached, tokens), limit), s) for s in free]
         best_n, slot = max(scored, key=lambda x: (x[0], -x[1].last_used))
-        if best_n == 0:
-            slot = min(free, key=lambda s: s.last_used)  # least recently used cache goes first
+        if best_n < MIN_REUSED_TOKENS:
+            slot = min(free, key=lambda s: (len(s.cached), s.last_used))
+            best_n = min(common_prefix_len(slot.cached, tokens), limit)
         saved = self._saved.best(tokens)
-        if saved is not None and min(saved[1], limit) > best_n:
+        if saved is not None and min(saved[1], limit) >= max(best_n + 1, MIN_REUSED_TOKENS):
             self._save(slot)
-            if self._model.restore_seq(slot.seq, self._saved.take(saved[0])):
+            if self._model.restore_seq(slot.seq, self._saved.get(saved[0])):
                 slot.cached = list(saved[0])
                 best_n = min(saved[1], limit)
                 self.stats.state_restores += 1
