@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8080, help="port"),
         threads: int = typer.Option(0, help="llama.cpp threads (0 = all available CPUs)"),
         ctx: int = typer.Option(8192, help="context window in tokens"),
+        parallel: int = typer.Option(
+            1, "--parallel", "-np", help="slots decoded together (continuous batching when > 1)"
+        ),
         max_queue: int = typer.Option(32, help="requests that may wait before 429"),
         seed: int | None = typer.Option(None, help="default seed for requests without one"),
         log_level: str = typer.Option("info"),
@@ -60,7 +63,9 @@ def register(app: typer.Typer) -> None:
         from edgellm.node.server import run
 
         served = name or (Path(model).stem if model.endswith(".gguf") else model)
-        engine = EngineConfig(n_threads=threads, n_ctx=ctx, max_queue=max_queue, seed=seed)
+        engine = EngineConfig(
+            n_threads=threads, n_ctx=ctx, parallel=parallel, max_queue=max_queue, seed=seed
+        )
         cfg = EdgeLLMConfig(
             server=ServerConfig(host=host, port=port),
             models=[ModelConfig(name=served.replace(" ", "-"), source=model, engine=engine)],
