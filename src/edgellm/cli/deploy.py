@@ -59,3 +59,17 @@ def render(
         if stale.name not in files and ours:
             stale.unlink()
             err.print(f"removed {stale}")
+
+
+@app.command()
+def assets(
+    out_dir: Path = typer.Option(Path("deploy"), "--out", "-o", help="the deploy/ directory"),
+) -> None:
+    """Write the Prometheus scrape config and Grafana dashboard used by deploy/compose.yaml."""
+    from edgellm.deploy.assets import compose_assets
+
+    for rel, text in compose_assets().items():
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        err.print(f"wrote {path}")

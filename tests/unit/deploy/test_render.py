@@ -14,6 +14,7 @@ from edgellm.config import ConfigError, EdgeLLMConfig
 from edgellm.deploy import render as r
 from edgellm.deploy.spec import K3S_KUBERNETES_VERSION, ClusterSpec, slug
 from edgellm.deploy.validate import supported_versions, validate
+from tests.unit.deploy.cli_args import check_cli_args
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "deploy" / "k3s" / "cluster.yaml"
@@ -115,6 +116,15 @@ def test_node_workloads_are_pinned_to_pis_with_probes_and_limits(
     assert "edgellm.io/ram" in str(gemma["spec"]["template"]["spec"]["affinity"])
     args = smol["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--threads") + 1] == "2"  # from the CPU limit of 2
+    check_cli_args(args)
+
+
+def test_gateway_runs_serve_with_its_configmap(objects: list[dict[str, Any]]) -> None:
+    pod = _find(objects, "Deployment", "edgellm-gateway")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    check_cli_args(args)
+    assert args[:3] == ["serve", "--config", "/etc/edgellm/gateway.yaml"]
+    assert pod["volumes"][0]["configMap"]["name"] == "edgellm-gateway"
 
 
 def test_cloud_key_comes_from_the_secret(objects: list[dict[str, Any]]) -> None:
