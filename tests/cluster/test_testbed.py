@@ -208,3 +208,41 @@ def test_testbed_up_cleans_up_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         teardown("eltw")
+
+
+def _resolve_in_view(testbed: Testbed, host_name: str) -> list[str]:
+    code = (
+        "import socket, sys; print(' '.join(sorted({a[4][0] for a in "
+        "socket.getaddrinfo(sys.argv[1], 8080, type=socket.SOCK_STREAM)})))"
+    )
+    cmd = testbed.resolver_view([sys.executable, "-c", code, host_name])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
+    return proc.stdout.split()
+
+
+def test_service_name_resolves_to_the_current_replica_set(testbed: Testbed) -> None:
+    name = "smollm2.edgellm.svc.cluster.local"
+    testbed.set_service(name, ["n1", "n2"])
+    assert _resolve_in_view(testbed, name) == sorted(
+        [testbed.nodes["n1"].ip, testbed.nodes["n2"].ip]
+    )
+    testbed.set_service(name, ["n3"])
+    assert _resolve_in_view(testbed, name) == [testbed.nodes["n3"].ip]
+    # The host's own /etc/hosts is untouched.
+    assert name not in Path("/etc/hosts").read_text()
+
+
+def test_cpu_share_can_change_at_run_time(testbed: Testbed) -> None:
+    if testbed.cgroup_backend.name == "none":
+        pytest.skip("no usable cgroup hierarchy on this host")
+    try:
+        testbed.set_cpus("n2", 0.2)
+        quotas = [
+            (g / f).read_text()
+            for g in testbed.nodes["n2"].cgroups
+            for f in ("cpu.max", "cpu.cfs_quota_us")
+            if (g / f).exists()
+        ]
+        assert quotas and "20000" in quotas[0]
+    finally:
+        testbed.set_cpus("n2", 0.6)

@@ -109,6 +109,8 @@ class Testbed:
         self.cloud: Node | None = None
         if spec.cloud is not None:
             self.cloud = self._node(spec.cloud, spec.cloud_ip())
+        self.hosts_path = self.log_dir / "hosts"
+        self._services: dict[str, list[str]] = {}
         self._up = False
         self._lock = threading.Lock()
         self._old_handlers: dict[int, object] = {}
@@ -242,12 +244,42 @@ class Testbed:
     def _veth(self, node: Node, cidr: str) -> None:
         """Namespace + veth pair: `<prefix>-<node>` in the root namespace, eth0 inside."""
         run("ip", "netns", "add", node.ns)
-        run("ip", "link", "add", node.ns, "type", "veth", "peer", "name", f"{node.ns}-p")
-        run("ip", "link", "set", f"{node.ns}-p", "netns", node.ns)
-        run(*in_ns(node.ns, "ip", "link", "set", f"{node.ns}-p", "name", NS_IF))
+        # The peer is born inside the namespace with its final name: no temporary name that
+        # would have to fit in 15 characters too.
+        run("ip", "link", "add", node.ns, "type", "veth", "peer", "name", NS_IF, "netns", node.ns)
         run(*in_ns(node.ns, "ip", "addr", "add", cidr, "dev", NS_IF))
         run(*in_ns(node.ns, "ip", "link", "set", NS_IF, "up"))
         run(*in_ns(node.ns, "ip", "link", "set", "lo", "up"))
+
+    # --- name resolution as a headless Service does it ------------------------------------------
+
+    def set_service(self, host: str, node_names: list[str]) -> None:
+        """Make `host` resolve to these nodes' addresses (one A record each) for processes started
+        through `resolver_view`, the way a headless Service lists its ready pods. The file is
+        rewritten in place: a bind mount follows the inode, not the path."""
+        self._services[host] = [self.node(n).ip for n in node_names]
+        lines = ["127.0.0.1 localhost", "::1 localhost"]
+        lines += [f"{ip} {h}" for h, ips in sorted(self._services.items()) for ip in ips]
+        with self.hosts_path.open("w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def resolver_view(self, cmd: list[str]) -> list[str]:
+        """`cmd` in a private mount namespace whose /etc/hosts is the testbed's: the process uses
+        the real system resolver (glibc NSS `files`), and nothing else on the host is affected."""
+        if not self.hosts_path.exists():
+            self.set_service("localhost.testbed", [])
+        script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            str(self.hosts_path),
+            *cmd,
+        ]
 
     @property
     def cloud_url(self) -> str | None:
@@ -357,6 +389,15 @@ class Testbed:
             self.wait_ready([node])
         return node
 
+    def set_cpus(self, name: str, cpus: float) -> None:
+        """Change a running node's CPU share, e.g. to make it a slow node."""
+        node = self.node(name)
+        if node.proc is None:
+            raise TestbedError(f"node {name} is not running")
+        node.spec = node.spec.model_copy(update={"cpus": cpus})
+        limits = cgroups.Limits(cpus, node.spec.memory_mb)
+        node.cgroups = self.cgroup_backend.confine(node.ns, node.proc.pid, limits)
+
     def kill(self, name: str) -> None:
         """SIGKILL, like a power cut or OOM kill: no graceful shutdown."""
         self._stop_process(self.node(name))
@@ -378,9 +419,13 @@ class Testbed:
                 for node in list(pending):
                     if not node.running:
                         raise TestbedError(f"node {node.spec.name} exited: {self._tail(node)}")
-                    with contextlib.suppress(httpx.HTTPError):
-                        if client.get(f"{node.url}/health").status_code == 200:
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
+                        reply = client.get(f"{node.url}/health")
+                        if reply.status_code == 200:
                             pending.remove(node)
+                        elif reply.json().get("status") == "failed":
+                            error = reply.json().get("error", "")
+                            raise TestbedError(f"node {node.spec.name} failed to load: {error}")
                 if pending and time.monotonic() > deadline:
                     names = ", ".join(n.spec.name for n in pending)
                     raise TestbedError(f"nodes not ready in time: {names}")
