@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from edgellm.cli import chat, deploy, models, serve, testbed
+from edgellm.cli import eval as eval_cmd
 
 app = typer.Typer(
     name="edgellm",
@@ -17,3 +18,4 @@ app.add_typer(testbed.app, name="testbed")
 app.add_typer(deploy.app, name="deploy")
 serve.register(app)
 chat.register(app)
+eval_cmd.register(app)
