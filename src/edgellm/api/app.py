@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgellm import __version__
@@ -16,9 +17,7 @@ from edgellm.api.errors import install_error_handlers
 from edgellm.api.limits import BodySizeLimit
 from edgellm.api.metrics import Metrics
 from edgellm.api.schemas import (
-    ChatCompletion,
     ChatCompletionRequest,
-    Completion,
     CompletionRequest,
     DetokenizeRequest,
     LoglikelihoodOut,
@@ -31,6 +30,11 @@ from edgellm.api.schemas import (
 from edgellm.config import ServerConfig
 from edgellm.engine.engine import Engine
 from edgellm.engine.pool import EnginePool, PoolState
+from edgellm.errors import InvalidRequestError
+from edgellm.gateway.auth import ApiKeyAuth
+from edgellm.gateway.call import Call
+from edgellm.gateway.conversations import Conversations
+from edgellm.gateway.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ _ENDPOINTS = {
     "/tokenize",
     "/detokenize",
     "/health",
+    "/v1/router",
 }
 
 
@@ -66,48 +71,75 @@ class _CountRequests:
         await self.app(scope, receive, counting_send)
 
 
-def create_app(pool: EnginePool, server: ServerConfig | None = None) -> FastAPI:
+def create_app(target: EnginePool | Router, server: ServerConfig | None = None) -> FastAPI:
+    """The app for an engine pool (every model explicit, plus `auto`), or for a gateway router."""
     server = server or ServerConfig()
-    metrics = Metrics(pool.queue_state)
-    pool.add_finish_listener(metrics.observe_finished)
+    router = Router.from_pool(target) if isinstance(target, EnginePool) else target
+    pool = router.pool
+    metrics = Metrics(pool.queue_state if pool is not None else list)
+    if pool is not None:
+        pool.add_finish_listener(metrics.observe_finished)
+    conversations = Conversations(router.settings.conversations)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if pool.state is PoolState.LOADING:
+        if pool is not None and pool.state is PoolState.LOADING:
             pool.load_in_background()
+        await router.start()
         yield
-        pool.close()
+        await router.close()
+        if pool is not None:
+            pool.close()
 
     app = FastAPI(title="EdgeLLM", version=__version__, lifespan=lifespan)
     app.state.pool = pool
+    app.state.router = router
     app.state.metrics = metrics
     install_error_handlers(app)
+    app.add_middleware(ApiKeyAuth, config=router.config.auth)
     app.add_middleware(_CountRequests, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=server.max_body_bytes)
 
-    def engine_for(request: Request, model: str) -> Engine:
+    def local_engine(request: Request, model: str) -> Engine:
         request.state.model = model
+        canonical = router.names.get(model)
+        if pool is None or (canonical is not None and canonical not in pool.model_names):
+            raise InvalidRequestError(
+                f"'{model}' is served remotely; this endpoint is for in-process models",
+                param="model",
+            )
         return pool.get(model)
+
+    def make_call(body: ChatCompletionRequest | CompletionRequest, request: Request) -> Call:
+        request.state.model = body.model
+        return Call.of(body, {k.lower(): v for k, v in request.headers.items()})
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(
         body: ChatCompletionRequest, request: Request
-    ) -> ChatCompletion | StreamingResponse:
-        engine = engine_for(request, body.model)
-        return await generation.chat_completions(body, request, engine)
+    ) -> JSONResponse | StreamingResponse:
+        call = make_call(body, request)
+        cid = body.conversation_id
+        if cid is None:
+            return await generation.chat_completions(body, request, router, call)
+        call.history = conversations.merge(cid, call.messages or [])
+
+        def remember(reply: str) -> None:
+            conversations.record(cid, call.messages or [], reply)
+
+        return await generation.chat_completions(body, request, router, call, remember)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(
         body: CompletionRequest, request: Request
-    ) -> Completion | StreamingResponse:
-        engine = engine_for(request, body.model)
-        return await generation.completions(body, request, engine)
+    ) -> JSONResponse | StreamingResponse:
+        return await generation.completions(body, request, router, make_call(body, request))
 
     @app.post("/v1/loglikelihood")
     async def loglikelihood(
         body: LoglikelihoodRequestBody, request: Request
     ) -> LoglikelihoodResponse:
-        engine = engine_for(request, body.model)
+        engine = local_engine(request, body.model)
         results = await engine.loglikelihood([(i.context, i.continuation) for i in body.items])
         return LoglikelihoodResponse(
             model=body.model,
@@ -124,7 +156,8 @@ def create_app(pool: EnginePool, server: ServerConfig | None = None) -> FastAPI:
         )
 
     def default_engine(request: Request, model: str | None) -> Engine:
-        return engine_for(request, model or pool.model_names[0])
+        first = pool.model_names[0] if pool is not None else ""
+        return local_engine(request, model or first)
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, list[int]]:
@@ -139,33 +172,61 @@ def create_app(pool: EnginePool, server: ServerConfig | None = None) -> FastAPI:
     @app.get("/v1/models")
     async def list_models() -> ModelList:
         cards = []
-        for name in pool.model_names:
-            meta: dict[str, object] = {"aliases": pool.aliases(name), "state": pool.state.value}
-            try:
-                info = pool.get(name).info
-                meta |= {
-                    "n_ctx": info.n_ctx,
-                    "n_ctx_train": info.n_ctx_train,
-                    "n_vocab": info.n_vocab,
-                    "n_threads": info.n_threads,
-                    "path": str(info.path),
-                }
-            except Exception:
+        created = pool.created if pool is not None else 0
+        for name, routed in router.models.items():
+            aliases = [k for k, v in router.names.items() if v == name and k != name]
+            meta: dict[str, object] = {
+                "aliases": aliases,
+                "tier": routed.tier,
+                "cost_per_1k_tokens": routed.cost_per_1k_tokens,
+            }
+            if pool is not None and name in pool.model_names:
                 meta["state"] = pool.state.value
-            cards.append(ModelCard(id=name, created=pool.created, meta=meta))
+                try:
+                    info = pool.get(name).info
+                    meta |= {
+                        "n_ctx": info.n_ctx,
+                        "n_ctx_train": info.n_ctx_train,
+                        "n_vocab": info.n_vocab,
+                        "n_threads": info.n_threads,
+                        "path": str(info.path),
+                    }
+                except Exception:
+                    meta["state"] = pool.state.value
+            else:
+                meta["context_length"] = routed.context_length
+                meta["replicas"] = {r.id: r.state.describe() for r in routed.replicas}
+            cards.append(ModelCard(id=name, created=created, meta=meta))
         return ModelList(data=cards)
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        if pool.state is PoolState.READY:
-            return JSONResponse({"status": "ok", "models": pool.model_names})
+        if pool is None or pool.state is PoolState.READY:
+            return JSONResponse({"status": "ok", "models": list(router.models)})
         body: dict[str, object] = {"status": pool.state.value}
         if pool.error:
             body["error"] = pool.error
         return JSONResponse(body, status_code=503)
 
+    @app.get("/v1/router")
+    async def router_state() -> JSONResponse:
+        """EdgeLLM extension: every replica's health, circuit, load and measured speeds."""
+        return JSONResponse(
+            {
+                "policies": {n: type(p).__name__ for n, p in router.policies.items()},
+                "models": {
+                    name: {
+                        "tier": m.tier,
+                        "replicas": {r.id: r.state.describe() for r in m.replicas},
+                    }
+                    for name, m in router.models.items()
+                },
+            }
+        )
+
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        text = metrics.render() + generate_latest(router.metrics.registry)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

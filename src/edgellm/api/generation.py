@@ -1,48 +1,44 @@
-"""Chat and text completions: validate, queue on the engine, answer whole or as SSE."""
+"""Chat and text completions: route through the gateway, answer whole or as SSE."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from edgellm.api import render
 from edgellm.api.errors import error_body
 from edgellm.api.schemas import (
-    ChatCompletion,
     ChatCompletionRequest,
     ChatDelta,
-    Completion,
     CompletionRequest,
 )
-from edgellm.engine.engine import Engine, GenerationStream
-from edgellm.engine.types import (
-    Failed,
-    Finished,
-    GenerationRequest,
-    SamplingParams,
-    TextDelta,
-)
+from edgellm.engine.types import Failed, Finished, TextDelta
 from edgellm.errors import EdgeLLMError
+from edgellm.gateway.backends.base import EventStream
+from edgellm.gateway.call import Call
+from edgellm.gateway.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from edgellm.gateway.router import Routed, Router
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+ROUTE_HEADER = "x-edgellm-route"
 
 
-def _sampling(body: ChatCompletionRequest | CompletionRequest, engine: Engine) -> SamplingParams:
-    return SamplingParams(
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        min_p=body.min_p,
-        seed=body.seed if body.seed is not None else engine.config.seed,
-    )
+class ClientGoneError(EdgeLLMError):
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_closed_request"
 
 
 async def _watch_disconnect(request: Request, on_disconnect: Callable[[], None]) -> None:
-    """For whole (non-streamed) answers: cancel the work if the client goes away meanwhile."""
+    """Cancel the work if the client goes away before the answer is complete."""
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
@@ -50,7 +46,32 @@ async def _watch_disconnect(request: Request, on_disconnect: Callable[[], None])
             return
 
 
-async def _collect(stream: GenerationStream, request: Request) -> tuple[render.Collected, Finished]:
+async def route_watching(router: Router, call: Call, request: Request) -> Routed:
+    """Route `call`; a client that disconnects meanwhile cancels routing and upstream work."""
+    task = asyncio.ensure_future(router.route(call))
+    gone = asyncio.Event()
+
+    def on_gone() -> None:
+        gone.set()
+        task.cancel()
+
+    watcher = asyncio.create_task(_watch_disconnect(request, on_gone))
+    try:
+        routed = await task
+    except asyncio.CancelledError:
+        if gone.is_set():
+            raise ClientGoneError("the client closed the connection") from None
+        raise
+    finally:
+        watcher.cancel()
+    info = routed.info
+    upstream_s = sum(h["ms"] for h in info.hops) / 1e3
+    router.metrics.overhead.observe(max(time.perf_counter() - info.started - upstream_s, 0.0))
+    router.metrics.routed.labels(info.policy or "explicit", routed.model.name).inc()
+    return routed
+
+
+async def _collect(stream: EventStream, request: Request) -> tuple[render.Collected, Finished]:
     got = render.Collected()
     watcher = asyncio.create_task(_watch_disconnect(request, stream.cancel))
     try:
@@ -61,10 +82,29 @@ async def _collect(stream: GenerationStream, request: Request) -> tuple[render.C
                 return got, event
             elif isinstance(event, Failed):
                 raise _as_edgellm_error(event.error)
-        raise RuntimeError("generation ended without a final event")  # pragma: no cover
+        raise EdgeLLMError("generation ended without a final event")
     finally:
         watcher.cancel()
         stream.cancel()
+
+
+async def _collect_rerouting(
+    router: Router, call: Call, request: Request, routed: Routed
+) -> tuple[Routed, render.Collected, Finished]:
+    """A whole answer has sent nothing to the client yet, so an upstream that breaks mid-way
+    (a replica killed under load) is retried from the start, on the next healthy replica."""
+    restarts = 0
+    while True:
+        try:
+            got, done = await _collect(routed.stream, request)
+            if restarts:
+                routed.info.signals["restarts"] = restarts
+            return routed, got, done
+        except UpstreamError as exc:
+            if not exc.retryable or restarts >= router.settings.retries:
+                raise
+            restarts += 1
+            routed = await route_watching(router, call, request)
 
 
 def _as_edgellm_error(exc: Exception) -> EdgeLLMError:
@@ -77,45 +117,59 @@ def _error_event(exc: Exception) -> bytes:
     return render.sse(json.dumps(body))
 
 
+def _response_model(body: ChatCompletionRequest | CompletionRequest, routed: Routed) -> str:
+    # An explicit name (or alias) is echoed as sent, as OpenAI does; a policy names its choice.
+    return body.model if routed.info.policy is None else routed.model.name
+
+
+def _whole(payload: Any, routed: Routed) -> JSONResponse:
+    data = payload.model_dump(exclude={"route"})
+    data["route"] = routed.info.as_dict()
+    return JSONResponse(data, headers={ROUTE_HEADER: routed.info.header()})
+
+
+OnFinish = Callable[[str], None]
+
+
 # -- chat -----------------------------------------------------------------------------------
 
 
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, engine: Engine
-) -> ChatCompletion | StreamingResponse:
-    prompt = engine.chat_prompt([m.model_dump() for m in body.messages])
-    max_tokens = engine.resolve_max_tokens(len(prompt), body.token_cap())
-    gen = GenerationRequest(
-        prompt_tokens=prompt,
-        max_tokens=max_tokens,
-        sampling=_sampling(body, engine),
-        stop=body.stop_sequences(),
-        logprobs=body.logprobs,
-        top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
-        ignore_eos=body.ignore_eos,
-    )
-    ids = render.ResponseIds.new(body.model, "chatcmpl")
-    stream = engine.submit(gen)  # a full queue raises 429 here, before any response starts
+    body: ChatCompletionRequest,
+    request: Request,
+    router: Router,
+    call: Call,
+    on_finish: OnFinish | None = None,
+) -> JSONResponse | StreamingResponse:
+    routed = await route_watching(router, call, request)
+    ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
     if body.stream:
         return StreamingResponse(
-            _chat_events(stream, ids, body),
+            _chat_events(routed, ids, body, on_finish),
             media_type="text/event-stream",
-            headers=SSE_HEADERS,
+            headers=SSE_HEADERS | {ROUTE_HEADER: routed.info.header()},
         )
-    got, done = await _collect(stream, request)
-    return render.chat_completion(ids, got, done, with_logprobs=body.logprobs)
+    routed, got, done = await _collect_rerouting(router, call, request, routed)
+    ids.model = _response_model(body, routed)
+    if on_finish is not None:
+        on_finish(got.text)
+    return _whole(render.chat_completion(ids, got, done, with_logprobs=body.logprobs), routed)
 
 
 async def _chat_events(
-    stream: GenerationStream,
+    routed: Routed,
     ids: render.ResponseIds,
     body: ChatCompletionRequest,
+    on_finish: OnFinish | None,
 ) -> AsyncIterator[bytes]:
     usage = body.include_usage
+    stream = routed.stream
+    text: list[str] = []
     try:
         yield render.chat_chunk(ids, ChatDelta(role="assistant", content=""), include_usage=usage)
         async for event in stream:
             if isinstance(event, TextDelta):
+                text.append(event.text)
                 yield render.chat_chunk(
                     ids,
                     ChatDelta(content=event.text),
@@ -123,15 +177,19 @@ async def _chat_events(
                     include_usage=usage,
                 )
             elif isinstance(event, Finished):
+                route = routed.info.as_dict()
                 yield render.chat_chunk(
                     ids,
                     ChatDelta(),
                     finish=render.finish_reason(event),
                     timings=event.timings.as_dict(),
                     include_usage=usage,
+                    route=route,
                 )
                 if usage:
-                    yield render.usage_chunk(ids, event, chat=True)
+                    yield render.usage_chunk(ids, event, chat=True, route=route)
+                if on_finish is not None:
+                    on_finish("".join(text))
                 break
             elif isinstance(event, Failed):
                 yield _error_event(event.error)
@@ -145,44 +203,31 @@ async def _chat_events(
 
 
 async def completions(
-    body: CompletionRequest, request: Request, engine: Engine
-) -> Completion | StreamingResponse:
-    prompt = engine.text_prompt(body.prompt)
-    max_tokens = engine.resolve_max_tokens(len(prompt), body.max_tokens)
-    echo = ""
-    if body.echo:
-        echo = body.prompt if isinstance(body.prompt, str) else engine.detokenize(prompt)
+    body: CompletionRequest, request: Request, router: Router, call: Call
+) -> JSONResponse | StreamingResponse:
+    routed = await route_watching(router, call, request)
+    ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
     with_logprobs = body.logprobs is not None
-    gen = GenerationRequest(
-        prompt_tokens=prompt,
-        max_tokens=max_tokens,
-        sampling=_sampling(body, engine),
-        stop=body.stop_sequences(),
-        logprobs=with_logprobs,
-        top_logprobs=body.logprobs or 0,
-        ignore_eos=body.ignore_eos,
-    )
-    ids = render.ResponseIds.new(body.model, "cmpl")
-    stream = engine.submit(gen)
     if body.stream:
         return StreamingResponse(
-            _completion_events(stream, ids, body, echo),
+            _completion_events(routed, ids, body),
             media_type="text/event-stream",
-            headers=SSE_HEADERS,
+            headers=SSE_HEADERS | {ROUTE_HEADER: routed.info.header()},
         )
-    got, done = await _collect(stream, request)
-    return render.completion(ids, got, done, echo=echo, with_logprobs=with_logprobs)
+    routed, got, done = await _collect_rerouting(router, call, request, routed)
+    ids.model = _response_model(body, routed)
+    out = render.completion(ids, got, done, echo=routed.echo, with_logprobs=with_logprobs)
+    return _whole(out, routed)
 
 
 async def _completion_events(
-    stream: GenerationStream,
-    ids: render.ResponseIds,
-    body: CompletionRequest,
-    echo: str,
+    routed: Routed, ids: render.ResponseIds, body: CompletionRequest
 ) -> AsyncIterator[bytes]:
     usage = body.include_usage
     with_logprobs = body.logprobs is not None
+    echo = routed.echo
     offset = len(echo)
+    stream = routed.stream
     try:
         if echo:
             yield render.completion_chunk(ids, echo, include_usage=usage)
@@ -192,15 +237,17 @@ async def _completion_events(
                 offset += len(event.text)
                 yield render.completion_chunk(ids, event.text, logprobs=lps, include_usage=usage)
             elif isinstance(event, Finished):
+                route = routed.info.as_dict()
                 yield render.completion_chunk(
                     ids,
                     "",
                     finish=render.finish_reason(event),
                     timings=event.timings.as_dict(),
                     include_usage=usage,
+                    route=route,
                 )
                 if usage:
-                    yield render.usage_chunk(ids, event, chat=False)
+                    yield render.usage_chunk(ids, event, chat=False, route=route)
                 break
             elif isinstance(event, Failed):
                 yield _error_event(event.error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgellm import __version__
 from edgellm.api.schemas import (
@@ -135,6 +136,7 @@ def chat_chunk(
     finish: str | None = None,
     timings: dict[str, float | int] | None = None,
     include_usage: bool = False,
+    route: dict[str, Any] | None = None,
 ) -> bytes:
     chunk = ChatCompletionChunk(
         id=ids.id,
@@ -143,14 +145,19 @@ def chat_chunk(
         system_fingerprint=SYSTEM_FINGERPRINT,
         choices=[ChatChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish)],
         timings=timings,
+        route=route,
     )
     exclude = set() if include_usage else {"usage"}
     if timings is None:
         exclude.add("timings")
+    if route is None:
+        exclude.add("route")
     return sse(chunk.model_dump_json(exclude=exclude))
 
 
-def usage_chunk(ids: ResponseIds, done: Finished, *, chat: bool) -> bytes:
+def usage_chunk(
+    ids: ResponseIds, done: Finished, *, chat: bool, route: dict[str, Any] | None = None
+) -> bytes:
     """The extra last chunk of `stream_options.include_usage`: no choices, only usage."""
     model: ChatCompletionChunk | Completion
     if chat:
@@ -162,6 +169,7 @@ def usage_chunk(ids: ResponseIds, done: Finished, *, chat: bool) -> bytes:
             choices=[],
             usage=usage_of(done),
             timings=done.timings.as_dict(),
+            route=route,
         )
     else:
         model = Completion(
@@ -172,8 +180,9 @@ def usage_chunk(ids: ResponseIds, done: Finished, *, chat: bool) -> bytes:
             choices=[],
             usage=usage_of(done),
             timings=done.timings.as_dict(),
+            route=route,
         )
-    return sse(model.model_dump_json())
+    return sse(model.model_dump_json(exclude=None if route else {"route"}))
 
 
 # -- completions ----------------------------------------------------------------------------
@@ -207,6 +216,7 @@ def completion_chunk(
     finish: str | None = None,
     timings: dict[str, float | int] | None = None,
     include_usage: bool = False,
+    route: dict[str, Any] | None = None,
 ) -> bytes:
     chunk = Completion(
         id=ids.id,
@@ -215,8 +225,11 @@ def completion_chunk(
         system_fingerprint=SYSTEM_FINGERPRINT,
         choices=[CompletionChoice(text=text, logprobs=logprobs, finish_reason=finish)],
         timings=timings,
+        route=route,
     )
     exclude = set() if include_usage else {"usage"}
     if timings is None:
         exclude.add("timings")
+    if route is None:
+        exclude.add("route")
     return sse(chunk.model_dump_json(exclude=exclude))

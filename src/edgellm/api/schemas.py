@@ -70,6 +70,8 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    # EdgeLLM gateway: the gateway keeps this conversation's history (send only the new turns)
+    conversation_id: str | None = Field(None, min_length=1, max_length=200)
 
     def token_cap(self) -> int | None:
         return (
@@ -178,6 +180,7 @@ class ChatCompletion(_Response):
     choices: list[ChatChoice]
     usage: Usage
     timings: dict[str, float | int]
+    route: dict[str, Any] | None = None  # EdgeLLM gateway: what routing did
 
 
 class ChatDelta(_Response):
@@ -201,6 +204,7 @@ class ChatCompletionChunk(_Response):
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
     timings: dict[str, float | int] | None = None
+    route: dict[str, Any] | None = None
 
 
 class CompletionChoice(_Response):
@@ -219,6 +223,7 @@ class Completion(_Response):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     timings: dict[str, float | int] | None = None
+    route: dict[str, Any] | None = None
 
 
 class ModelCard(_Response):

@@ -22,13 +22,17 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         config: Path | None = typer.Option(
-            None, "--config", "-c", help="YAML config; default: the two bundled models"
+            None,
+            "--config",
+            "-c",
+            help="gateway YAML (models, remote backends, policies, auth); "
+            "default: the two bundled models in-process",
         ),
         host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
         port: int | None = typer.Option(None, help="port (default 8080)"),
         log_level: str = typer.Option("info", help="uvicorn/EdgeLLM log level"),
     ) -> None:
-        """Serve the OpenAI-compatible API; the request's `model` picks the model."""
+        """Serve the OpenAI-compatible gateway: `model` names a model; `auto` or a policy routes."""
         from edgellm.node.server import run
 
         try:

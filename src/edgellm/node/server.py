@@ -1,4 +1,5 @@
-"""Run the OpenAI-compatible server (uvicorn) for a configuration."""
+"""Run the OpenAI-compatible server (uvicorn) for a configuration: in-process models, and the
+gateway in front of them and of any remote models."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import uvicorn
 from edgellm.api.app import create_app
 from edgellm.config import EdgeLLMConfig
 from edgellm.engine.pool import EnginePool
+from edgellm.gateway.router import Router
 
 
 def run(config: EdgeLLMConfig, *, log_level: str = "info") -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    pool = EnginePool(config.models)
-    app = create_app(pool, config.server)
+    pool = EnginePool(config.models) if config.models else None
+    app = create_app(Router(config, pool), config.server)
     uvicorn.run(
         app,
         host=config.server.host,

@@ -1,0 +1,98 @@
+"""API keys (stored as SHA-256 hashes) and per-key token-bucket rate limits, as ASGI middleware.
+
+Keys never appear in logs or errors; only the key's configured name does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edgellm.api.errors import json_error_bytes
+from edgellm.config import ApiKeyConfig, AuthConfig
+
+_OPEN_PATHS = {"/health", "/metrics"}
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    rate: float  # tokens per second
+    capacity: float
+    tokens: float
+    stamp: float
+
+    @classmethod
+    def of(cls, key: ApiKeyConfig) -> TokenBucket:
+        return cls(key.requests_per_minute / 60.0, key.burst, key.burst, time.monotonic())
+
+    def take(self, now: float | None = None) -> float:
+        """0 if a request may go now, else the seconds until it may."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class ApiKeyAuth:
+    def __init__(self, app: ASGIApp, config: AuthConfig) -> None:
+        self.app = app
+        self.keys = {k.sha256: k for k in config.keys}
+        self.buckets = {k.name: TokenBucket.of(k) for k in config.keys}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys or scope.get("path") in _OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        key = _presented_key(scope)
+        cfg = self.keys.get(hash_key(key)) if key else None
+        if cfg is None:
+            await _reject(send, 401, "a valid API key is required", "invalid_api_key")
+            return
+        wait = self.buckets[cfg.name].take()
+        if wait > 0:
+            await _reject(
+                send,
+                429,
+                f"rate limit of {cfg.requests_per_minute:g} requests/minute for key "
+                f"'{cfg.name}' exceeded",
+                "rate_limit_exceeded",
+                retry_after=wait,
+            )
+            return
+        scope.setdefault("state", {})["api_key_name"] = cfg.name
+        await self.app(scope, receive, send)
+
+
+def _presented_key(scope: Scope) -> str | None:
+    for name, raw in scope.get("headers", ()):
+        value = bytes(raw)
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        if name == b"x-api-key":
+            presented: str = value.decode("latin-1").strip()
+            return presented or None
+    return None
+
+
+async def _reject(
+    send: Send, status: int, message: str, code: str, retry_after: float | None = None
+) -> None:
+    body = json_error_bytes(status, message, code=code)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,40 @@
+"""The one interface every backend implements, and the event stream it returns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from edgellm.engine.types import GenerationEvent
+from edgellm.gateway.call import Call
+from edgellm.gateway.health import ReplicaState
+
+
+class EventStream(Protocol):
+    """Engine events (TextDelta..., then Finished or Failed). `cancel()` stops the upstream."""
+
+    def cancel(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[GenerationEvent]: ...
+
+
+class Backend(Protocol):
+    """One replica of one model."""
+
+    id: str  # e.g. "engine:smollm2-135m-instruct" or "http://10.0.0.5:8080/v1"
+    kind: str
+    state: ReplicaState
+    first_token_timeout_s: float | None
+
+    async def open(self, call: Call) -> tuple[EventStream, str]:
+        """Start the generation; raise before any token on rejection. Returns the stream and the
+        echoed prompt text (completions with `echo`)."""
+        ...
+
+    async def check_health(self) -> bool: ...
+
+    def context_length(self) -> int | None: ...
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """Prompt tokens of these chat messages (exact in-process, estimated over HTTP)."""
+        ...

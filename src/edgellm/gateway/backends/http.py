@@ -1,0 +1,283 @@
+"""A replica behind the OpenAI HTTP API: an EdgeLLM node, llama-server, Ollama, vLLM or a cloud.
+
+Requests always go upstream as SSE streams (usage included), whatever the client asked, so the
+gateway sees the first token, can fail over before it, and can cancel by closing the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from edgellm.api.schemas import ChatCompletionRequest
+from edgellm.config import HttpBackendConfig
+from edgellm.engine.types import (
+    Failed,
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    TextDelta,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+)
+from edgellm.gateway.backends.base import EventStream
+from edgellm.gateway.call import Call
+from edgellm.gateway.conversations import estimate_tokens
+from edgellm.gateway.errors import UpstreamError
+from edgellm.gateway.health import ReplicaState
+
+_TIMING_FIELDS = ("queue_ms", "ttft_ms", "cache_n", "prompt_n", "prompt_ms", "predicted_n")
+
+
+class HttpBackend:
+    kind = "http"
+
+    def __init__(
+        self,
+        base_url: str,
+        upstream_model: str,
+        config: HttpBackendConfig,
+        client: httpx.AsyncClient,
+        state: ReplicaState,
+    ) -> None:
+        self.id = base_url.rstrip("/")
+        self.base_url = self.id
+        self.upstream_model = upstream_model
+        self.config = config
+        self.client = client
+        self.state = state
+        self.first_token_timeout_s: float | None = config.first_token_timeout_s
+        self._ctx: int | None = None
+
+    def _headers(self) -> dict[str, str]:
+        if not self.config.api_key_env:
+            return {}
+        key = os.environ.get(self.config.api_key_env, "")
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def payload(self, call: Call) -> dict[str, Any]:
+        body = call.body
+        data = body.model_dump(exclude_none=True, exclude_defaults=True)
+        data.pop("conversation_id", None)
+        data["model"] = self.upstream_model
+        data["stream"] = True
+        data["stream_options"] = {"include_usage": True}
+        chat = isinstance(body, ChatCompletionRequest)
+        if chat:
+            data["messages"] = call.messages
+        if call.force_top_logprobs is not None and self.config.supports_logprobs:
+            if chat:
+                data["logprobs"] = True
+                data["top_logprobs"] = max(data.get("top_logprobs", 0), call.force_top_logprobs)
+            else:
+                data["logprobs"] = max(data.get("logprobs", 0), call.force_top_logprobs)
+        return data
+
+    async def open(self, call: Call) -> tuple[EventStream, str]:
+        path = "/chat/completions" if call.is_chat else "/completions"
+        timeout = httpx.Timeout(
+            self.config.timeout_s,
+            connect=self.config.connect_timeout_s,
+            read=self.config.first_token_timeout_s,
+        )
+        request = self.client.build_request(
+            "POST",
+            self.base_url + path,
+            json=self.payload(call),
+            headers=self._headers(),
+            timeout=timeout,
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"{self.id}: timed out ({type(exc).__name__})", status=504) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            try:
+                raw = await response.aread()
+            except httpx.HTTPError:
+                raw = b""
+            finally:
+                await response.aclose()
+            status = response.status_code
+            raise UpstreamError(
+                f"{self.id} answered {status}: {_error_message(raw)}",
+                status=status,
+                retryable=status >= 500 or status == 429,
+            )
+        echo = ""
+        body = call.body
+        if not call.is_chat and getattr(body, "echo", False) and isinstance(body.prompt, str):  # type: ignore[union-attr]
+            echo = body.prompt  # type: ignore[union-attr]
+        return HttpStream(response, self.id, chat=call.is_chat, strip_echo=echo), echo
+
+    async def check_health(self) -> bool:
+        if self.config.health_path is None:
+            return True
+        root = self.base_url.removesuffix("/v1")
+        try:
+            r = await self.client.get(root + self.config.health_path, timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    def context_length(self) -> int | None:
+        return self._ctx
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return estimate_tokens(messages)
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        data = json.loads(raw)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            return str(data["error"].get("message", ""))[:500]
+    except ValueError:
+        pass
+    return raw[:200].decode(errors="replace")
+
+
+class HttpStream:
+    """Upstream SSE chunks as engine events."""
+
+    def __init__(
+        self, response: httpx.Response, source: str, *, chat: bool, strip_echo: str = ""
+    ) -> None:
+        self._response = response
+        self._source = source
+        self._chat = chat
+        self._strip = strip_echo  # the upstream echoes the prompt too: send it only once
+
+    def cancel(self) -> None:
+        if not self._response.is_closed:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._response.aclose())
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        timings: dict[str, Any] = {}
+        n_tokens = 0
+        try:
+            async for line in self._response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    continue
+                if "error" in chunk:
+                    err = chunk["error"]
+                    msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+                    yield Failed(UpstreamError(f"{self._source}: {msg}"))
+                    return
+                usage = chunk.get("usage") or usage
+                timings = chunk.get("timings") or timings
+                for choice in chunk.get("choices") or []:
+                    delta = self._delta(choice)
+                    if delta is not None:
+                        n_tokens += max(len(delta.logprobs), 1)
+                        yield delta
+                    finish = choice.get("finish_reason") or finish
+        except httpx.TimeoutException:
+            yield Failed(UpstreamError(f"{self._source}: timed out mid-stream", status=504))
+            return
+        except httpx.HTTPError as exc:
+            yield Failed(UpstreamError(f"{self._source}: stream broke: {type(exc).__name__}"))
+            return
+        finally:
+            await self._response.aclose()
+        if finish is None:
+            yield Failed(UpstreamError(f"{self._source}: the stream ended without finishing"))
+            return
+        yield Finished(
+            reason=FinishReason.LENGTH if finish == "length" else FinishReason.STOP,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", n_tokens)),
+            timings=_timings(timings),
+        )
+
+    def _delta(self, choice: dict[str, Any]) -> TextDelta | None:
+        if self._chat:
+            text = (choice.get("delta") or {}).get("content") or ""
+            lps = _chat_logprobs(choice.get("logprobs"))
+        else:
+            text = choice.get("text") or ""
+            lps = _completion_logprobs(choice.get("logprobs"))
+            if self._strip and text.startswith(self._strip):
+                text, self._strip = text[len(self._strip) :], ""
+        if not text and not lps:
+            return None
+        return TextDelta(text=text, token_ids=(), logprobs=lps)
+
+
+def _timings(raw: dict[str, Any]) -> Timings:
+    t = Timings()
+    for name in (*_TIMING_FIELDS, "predicted_ms", "total_ms"):
+        value = raw.get(name)
+        if isinstance(value, int | float):
+            setattr(t, name, type(getattr(t, name))(value))
+    return t
+
+
+def _chat_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
+    if not isinstance(raw, dict):
+        return ()
+    out = []
+    for item in raw.get("content") or []:
+        token = str(item.get("token", ""))
+        top = tuple(
+            TopLogprob(
+                token=str(t.get("token", "")),
+                token_id=-1,
+                logprob=float(t.get("logprob", 0.0)),
+                bytes=bytes(t.get("bytes") or str(t.get("token", "")).encode()),
+            )
+            for t in item.get("top_logprobs") or []
+        )
+        out.append(
+            TokenLogprob(
+                token=token,
+                token_id=-1,
+                logprob=float(item.get("logprob", 0.0)),
+                bytes=bytes(item.get("bytes") or token.encode()),
+                top=top,
+            )
+        )
+    return tuple(out)
+
+
+def _completion_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
+    if not isinstance(raw, dict):
+        return ()
+    tokens = raw.get("tokens") or []
+    values = raw.get("token_logprobs") or []
+    tops = raw.get("top_logprobs") or [None] * len(tokens)
+    out = []
+    for token, value, top in zip(tokens, values, tops, strict=False):
+        alts = tuple(
+            TopLogprob(token=str(k), token_id=-1, logprob=float(v), bytes=str(k).encode())
+            for k, v in (top or {}).items()
+        )
+        out.append(
+            TokenLogprob(
+                token=str(token),
+                token_id=-1,
+                logprob=float(value) if value is not None else 0.0,
+                bytes=str(token).encode(),
+                top=alts,
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,208 @@
+"""A fake OpenAI-compatible backend (raw ASGI, no framework) for tests and overhead benchmarks.
+
+Its behaviour can change while it runs: instant or slow tokens, failing (5xx), flapping (every
+n-th request fails), saturated (429), dying mid-stream, chosen token log-probs (confidence), and
+an unhealthy `/health`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+
+@dataclass
+class FakeBehaviour:
+    reply: list[str] = field(default_factory=lambda: ["Hello", " from", " the", " fake", "."])
+    first_token_delay_s: float = 0.0
+    token_delay_s: float = 0.0
+    fail_status: int | None = None  # every request fails with this status
+    fail_every: int = 0  # flapping: request number k fails when k % fail_every == 0
+    die_after_tokens: int | None = None  # drop the connection mid-stream
+    logprob: float = -0.05  # each token's log-prob (high = confident)
+    healthy: bool = True
+    name: str = "fake"
+
+
+@dataclass
+class FakeBackend:
+    behaviour: FakeBehaviour = field(default_factory=FakeBehaviour)
+    requests: int = 0
+    active: int = 0
+    cancelled: int = 0
+    last_body: dict[str, Any] = field(default_factory=dict)
+    last_headers: dict[str, str] = field(default_factory=dict)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path == "/health":
+            ok = self.behaviour.healthy
+            await _json(send, 200 if ok else 503, {"status": "ok" if ok else "down"})
+            return
+        if path == "/v1/models":
+            await _json(send, 200, {"object": "list", "data": [{"id": self.behaviour.name}]})
+            return
+        if path not in {"/v1/chat/completions", "/v1/completions"}:
+            await _json(send, 404, {"error": {"message": "not found", "type": "invalid"}})
+            return
+        raw = b""
+        while True:
+            msg = await receive()
+            raw += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        body = json.loads(raw or b"{}")
+        self.requests += 1
+        self.last_body = body
+        self.last_headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        b = self.behaviour
+        if b.fail_status or (b.fail_every and self.requests % b.fail_every == 0):
+            status = b.fail_status or 500
+            await _json(send, status, {"error": {"message": f"fake {status}", "type": "server"}})
+            return
+        self.active += 1
+        try:
+            await self._answer(body, path == "/v1/chat/completions", send, receive)
+        finally:
+            self.active -= 1
+
+    async def _answer(self, body: dict[str, Any], chat: bool, send: Send, receive: Receive) -> None:
+        b = self.behaviour
+        started = time.perf_counter()
+        want_lp = bool(body.get("logprobs"))
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 16
+        tokens = b.reply[:max_tokens]
+        finish = "length" if len(tokens) < len(b.reply) else "stop"
+        ident = {
+            "id": "fake-1",
+            "created": 0,
+            "model": body.get("model", b.name),
+            "object": "chat.completion.chunk" if chat else "text_completion",
+        }
+        if b.first_token_delay_s:
+            await asyncio.sleep(b.first_token_delay_s)
+        if not body.get("stream"):
+            text = "".join(tokens)
+            choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            await _json(
+                send,
+                200,
+                ident
+                | {
+                    "object": "chat.completion" if chat else "text_completion",
+                    "choices": [choice],
+                    "usage": _usage(tokens),
+                },
+            )
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self._stream(tokens, finish, chat, want_lp, ident, started, send, gone)
+        finally:
+            watcher.cancel()
+
+    async def _stream(
+        self,
+        tokens: list[str],
+        finish: str,
+        chat: bool,
+        want_lp: bool,
+        ident: dict[str, Any],
+        started: float,
+        send: Send,
+        gone: asyncio.Event,
+    ) -> None:
+        b = self.behaviour
+        for i, tok in enumerate(tokens):
+            if gone.is_set():
+                self.cancelled += 1
+                return
+            if b.die_after_tokens is not None and i >= b.die_after_tokens:
+                raise ConnectionAbortedError("fake backend dies mid-stream")
+            if i and b.token_delay_s:
+                await asyncio.sleep(b.token_delay_s)
+            lp = {
+                "token": tok,
+                "logprob": b.logprob,
+                "bytes": list(tok.encode()),
+                "top_logprobs": [],
+            }
+            if chat:
+                choice = {"index": 0, "delta": {"content": tok}, "finish_reason": None}
+                if want_lp:
+                    choice["logprobs"] = {"content": [lp]}
+            else:
+                choice = {"index": 0, "text": tok, "finish_reason": None}
+                if want_lp:
+                    choice["logprobs"] = {
+                        "tokens": [tok],
+                        "token_logprobs": [b.logprob],
+                        "top_logprobs": [{}],
+                        "text_offset": [0],
+                    }
+            try:
+                await send(
+                    {"type": "http.response.body", "body": _sse(ident, [choice]), "more_body": True}
+                )
+            except OSError:
+                self.cancelled += 1
+                return
+        ms = (time.perf_counter() - started) * 1e3
+        end: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        if chat:
+            end["delta"] = {}
+        else:
+            end["text"] = ""
+        timings = {"prompt_n": 1, "prompt_ms": 0.1, "predicted_n": len(tokens), "total_ms": ms}
+        tail = _sse(ident | {"timings": timings}, [end])
+        tail += _sse(ident | {"usage": _usage(tokens), "timings": timings}, [])
+        tail += b"data: [DONE]\n\n"
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _usage(tokens: list[str]) -> dict[str, int]:
+    return {"prompt_tokens": 1, "completion_tokens": len(tokens), "total_tokens": 1 + len(tokens)}
+
+
+def _sse(ident: dict[str, Any], choices: list[dict[str, Any]]) -> bytes:
+    return b"data: " + json.dumps(ident | {"choices": choices}).encode() + b"\n\n"
+
+
+async def _json(send: Send, status: int, data: dict[str, Any]) -> None:
+    body = json.dumps(data).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

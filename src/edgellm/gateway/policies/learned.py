@@ -1,0 +1,41 @@
+"""`learned`: a classifier predicts whether the small model suffices (RouteLLM-style).
+
+Features cheap enough for a Raspberry Pi: hashed word uni/bi-grams and the prompt length. The
+model is trained by `edgellm router train` (see `gateway/training.py`), its threshold calibrated
+for a target escalation rate.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgellm.config import LearnedPolicyConfig
+from edgellm.gateway.call import Call
+from edgellm.gateway.policies.base import fallback_order, register
+from edgellm.gateway.route import RouteInfo
+from edgellm.gateway.training import PromptClassifier
+
+if TYPE_CHECKING:
+    from edgellm.gateway.router import Routed, Router
+
+
+@register("learned")
+class LearnedPolicy:
+    def __init__(self, config: LearnedPolicyConfig, router: Router) -> None:
+        self.config = config
+        self.router = router
+        self.classifier = PromptClassifier.load(config.path)
+        self.threshold = (
+            config.threshold if config.threshold is not None else self.classifier.threshold
+        )
+
+    async def route(self, call: Call, info: RouteInfo) -> Routed:
+        models = self.router.by_tier(self.config.models or None)
+        if call.private:
+            models = [m for m in models if m.is_edge]
+        p_small = self.classifier.p_small_ok(call.text())
+        info.scores["p_small_ok"] = round(p_small, 4)
+        info.threshold = self.threshold
+        first = models[0] if p_small >= self.threshold or len(models) == 1 else models[1]
+        info.signals["escalate"] = first is not models[0]
+        return await self.router.execute(call, fallback_order(models, first), info)

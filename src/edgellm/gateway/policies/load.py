@@ -1,0 +1,57 @@
+"""`load`: the edge replica with the least estimated completion time; the cloud only when every
+edge replica is saturated (device-aware offloading)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from edgellm.config import LoadPolicyConfig
+from edgellm.gateway.call import Call
+from edgellm.gateway.policies.base import register
+from edgellm.gateway.route import RouteInfo
+
+if TYPE_CHECKING:
+    from edgellm.gateway.backends.base import Backend
+    from edgellm.gateway.router import Routed, RoutedModel, Router
+
+
+@register("load")
+class LoadPolicy:
+    def __init__(self, config: LoadPolicyConfig, router: Router) -> None:
+        self.config = config
+        self.router = router
+
+    async def route(self, call: Call, info: RouteInfo) -> Routed:
+        from edgellm.gateway.router import RoutedModel
+
+        models = self.router.by_tier(self.config.models or None)
+        prompt = call.estimated_prompt_tokens()
+        max_tokens = call.max_tokens or 256
+        now = time.monotonic()
+        ranked: list[tuple[float, RoutedModel, Backend]] = []
+        for m in models:
+            for r in m.replicas:
+                if r.state.available(now):
+                    ranked.append((r.state.estimate_s(prompt, max_tokens), m, r))
+        ranked.sort(key=lambda x: x[0])
+        edge = [x for x in ranked if x[1].tier != self.config.spill_tier]
+        free_edge = [x for x in edge if not x[2].state.saturated]
+        spill = [x for x in ranked if x[1].tier == self.config.spill_tier]
+        if call.private:
+            spill = []
+        order = free_edge + spill + [x for x in edge if x[2].state.saturated]
+        info.scores = {x[2].id: round(x[0], 4) for x in ranked}
+        info.signals |= {
+            "prompt_tokens_est": prompt,
+            "edge_saturated": bool(edge) and not free_edge,
+            "outstanding": {x[2].id: x[2].state.outstanding for x in ranked},
+        }
+        # one single-replica view per choice, so execute() keeps this exact order
+        views = [
+            RoutedModel(m.name, m.tier, m.cost_per_1k_tokens, m.context_length, [r])
+            for _, m, r in order
+        ]
+        if not views:  # every circuit open: let execute() try them all anyway
+            views = models
+        return await self.router.execute(call, views, info)

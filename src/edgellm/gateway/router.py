@@ -1,0 +1,367 @@
+"""The router: model names and policies → an ordered list of replicas → a started stream.
+
+Reliability lives here: replicas whose circuit is open are skipped; connection errors, 5xx,
+timeouts and a saturated replica (429) move on to the next replica, then the next model
+(edge → edge → cloud), with backoff between rounds, but only before the first token: once a token
+has been sent, the stream is committed to its replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from edgellm.config import (
+    TIERS,
+    EdgeLLMConfig,
+    HttpBackendConfig,
+    ModelConfig,
+    RouterSettings,
+    Tier,
+)
+from edgellm.engine.pool import EnginePool
+from edgellm.engine.types import Failed, Finished, GenerationEvent
+from edgellm.errors import (
+    ContextLengthExceededError,
+    EdgeLLMError,
+    ModelNotFoundError,
+    NotReadyError,
+    OverloadedError,
+)
+from edgellm.gateway.backends.base import Backend
+from edgellm.gateway.backends.dns import replica_urls, resolve_addresses
+from edgellm.gateway.backends.http import HttpBackend
+from edgellm.gateway.backends.local import LocalBackend
+from edgellm.gateway.call import Call
+from edgellm.gateway.conversations import trim
+from edgellm.gateway.errors import NoBackendError, UpstreamError
+from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.metrics import GatewayMetrics
+from edgellm.gateway.route import RouteInfo
+from edgellm.gateway.streams import ReplayStream
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPLY_BUDGET = 256  # tokens kept free for the answer when max_tokens is not given
+LOCAL_SATURATION = 4  # outstanding requests before an in-process engine counts as saturated
+
+
+@dataclass(slots=True)
+class RoutedModel:
+    name: str
+    tier: Tier
+    cost_per_1k_tokens: float
+    context_length: int | None
+    replicas: list[Backend] = field(default_factory=list)
+    dns: list[HttpBackendConfig] = field(default_factory=list)
+    upstream_model: str = ""
+    _rr: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def is_edge(self) -> bool:
+        return self.tier != "cloud"
+
+    def ordered_replicas(self) -> list[Backend]:
+        """Available replicas first, least outstanding first, round-robin among equals."""
+        if not self.replicas:
+            return []
+        start = next(self._rr) % len(self.replicas)
+        rotated = self.replicas[start:] + self.replicas[:start]
+        now = time.monotonic()
+        return sorted(rotated, key=lambda r: (not r.state.available(now), r.state.outstanding))
+
+    def window(self) -> int | None:
+        if self.context_length is not None:
+            return self.context_length
+        known = [c for r in self.replicas if (c := r.context_length()) is not None]
+        return min(known) if known else None
+
+
+@dataclass(slots=True)
+class Routed:
+    stream: ReplayStream
+    model: RoutedModel
+    replica: Backend
+    echo: str
+    info: RouteInfo
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, UpstreamError):
+        return exc.retryable
+    return isinstance(exc, OverloadedError | NotReadyError | TimeoutError) or not isinstance(
+        exc, EdgeLLMError
+    )
+
+
+class Router:
+    def __init__(
+        self,
+        config: EdgeLLMConfig,
+        pool: EnginePool | None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        from edgellm.gateway.policies import build_policies
+
+        self.config = config
+        self.settings: RouterSettings = config.router
+        self.pool = pool
+        self.metrics = metrics or GatewayMetrics()
+        self._client = client
+        self._own_client = client is None
+        self.models: dict[str, RoutedModel] = {}
+        self.names: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        for m in config.models:
+            rm = RoutedModel(m.name, m.tier, m.cost_per_1k_tokens, m.context_length)
+            if pool is not None:
+                rm.replicas.append(LocalBackend(pool, m.name, self._state(LOCAL_SATURATION)))
+            self._add(rm, m.aliases)
+        for r in config.remote_models:
+            rm = RoutedModel(r.name, r.tier, r.cost_per_1k_tokens, r.context_length)
+            for b in r.backends:
+                rm.upstream_model = b.model or r.name
+                if b.dns:
+                    rm.dns.append(b)
+                for url in b.static_urls():
+                    rm.replicas.append(self._http(url, b, b.model or r.name))
+            self._add(rm, r.aliases)
+        self.policies = build_policies(config, self)
+
+    @classmethod
+    def from_pool(cls, pool: EnginePool) -> Router:
+        models = [ModelConfig(name=n, source=n, aliases=pool.aliases(n)) for n in pool.model_names]
+        return cls(EdgeLLMConfig(models=models), pool)
+
+    def _state(self, max_concurrency: int) -> ReplicaState:
+        s = self.settings
+        return ReplicaState(max_concurrency, s.failure_threshold, s.cooldown_s)
+
+    def _http(self, url: str, cfg: HttpBackendConfig, upstream: str) -> HttpBackend:
+        return HttpBackend(url, upstream, cfg, self.client, self._state(cfg.max_concurrency))
+
+    def _add(self, model: RoutedModel, aliases: list[str]) -> None:
+        self.models[model.name] = model
+        for key in (model.name, *aliases):
+            self.names[key] = model.name
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+            self._client = httpx.AsyncClient(limits=limits, timeout=None)
+        return self._client
+
+    def by_tier(self, names: list[str] | None = None) -> list[RoutedModel]:
+        chosen = [self.models[n] for n in names] if names else list(self.models.values())
+        return sorted(chosen, key=lambda m: TIERS.index(m.tier))
+
+    # -- background: active health checks, DNS re-resolution -------------------------------
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="gateway-health"))
+        for model in self.models.values():
+            for cfg in model.dns:
+                await self.refresh_dns(model, cfg)
+                task = asyncio.create_task(self._dns_loop(model, cfg), name=f"dns-{model.name}")
+                self._tasks.append(task)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+
+    async def check_all(self) -> None:
+        replicas = [r for m in self.models.values() for r in m.replicas if r.kind != "engine"]
+        results = await asyncio.gather(*(r.check_health() for r in replicas))
+        for replica, ok in zip(replicas, results, strict=True):
+            if ok != replica.state.healthy:
+                log.warning("replica %s is %s", replica.id, "healthy" if ok else "unhealthy")
+            replica.state.record_health(ok)
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                await self.check_all()
+            except Exception:
+                log.exception("health check failed")
+            await asyncio.sleep(self.settings.health_interval_s)
+
+    async def refresh_dns(self, model: RoutedModel, cfg: HttpBackendConfig) -> None:
+        assert cfg.dns is not None
+        addresses = await resolve_addresses(cfg.dns, cfg.port)
+        if not addresses:
+            return  # keep the last known replicas rather than none
+        urls = replica_urls(addresses, scheme=cfg.scheme, port=cfg.port, path=cfg.path)
+        current = {r.id: r for r in model.replicas if isinstance(r, HttpBackend)}
+        static = [r for r in model.replicas if not (isinstance(r, HttpBackend) and r.config is cfg)]
+        fresh: list[Backend] = []
+        for url in urls:
+            kept = current.get(url.rstrip("/"))
+            fresh.append(kept if kept is not None else self._http(url, cfg, model.upstream_model))
+        model.replicas = static + fresh
+
+    async def _dns_loop(self, model: RoutedModel, cfg: HttpBackendConfig) -> None:
+        while True:
+            await asyncio.sleep(cfg.resolve_interval_s)
+            await self.refresh_dns(model, cfg)
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def route(self, call: Call) -> Routed:
+        name = call.body.model
+        private_header = call.headers.get("x-edgellm-private", "").lower()
+        call.private = private_header in {"1", "true", "yes"}
+        if name == "auto":
+            name = self.settings.default_policy
+        policy = self.policies.get(name)
+        if policy is not None:
+            info = RouteInfo(policy=name)
+            info.signals["private_header"] = call.private
+            return await policy.route(call, info)
+        canonical = self.names.get(name)
+        if canonical is None:
+            known = ", ".join([*self.models, *self.policies, "auto"])
+            raise ModelNotFoundError(f"The model '{name}' does not exist. Available: {known}")
+        return await self.execute(call, [self.models[canonical]], RouteInfo())
+
+    async def execute(
+        self, call: Call, models: list[RoutedModel], info: RouteInfo, *, fallback: bool = True
+    ) -> Routed:
+        """Start the generation on the first replica that takes it, in the order given."""
+        if call.private:
+            models = [m for m in models if m.is_edge]
+            if not models:
+                raise NoBackendError(
+                    "a private request may not leave the edge, and no edge "
+                    "model is configured for it"
+                )
+        last: Exception | None = None
+        for round_ in range(self.settings.retries + 1):
+            if round_:
+                await asyncio.sleep(self.settings.backoff_s * 2 ** (round_ - 1))
+            worth_retrying = False
+            targets = [(m, r) for m in models for r in m.ordered_replicas()]
+            now = time.monotonic()
+            if any(r.state.available(now) for _, r in targets):
+                targets = [(m, r) for m, r in targets if r.state.available(now)]
+            for model, replica in targets:
+                try:
+                    return await self._attempt(call, model, replica, info)
+                except ContextLengthExceededError as exc:
+                    if not fallback or len(models) == 1:
+                        raise
+                    last = exc  # a larger window further down the list may fit
+                except EdgeLLMError as exc:
+                    if not _retryable(exc):
+                        raise
+                    last = exc
+                    worth_retrying |= not isinstance(exc, OverloadedError)
+                    self.metrics.fallbacks.labels(model.name, replica.id).inc()
+            if not worth_retrying:
+                break
+        if isinstance(last, EdgeLLMError) and len(models) == 1 and len(models[0].replicas) <= 1:
+            raise last
+        if isinstance(last, OverloadedError | ContextLengthExceededError):
+            raise last
+        names = ", ".join(m.name for m in models)
+        raise NoBackendError(f"no replica of {names} could take the request: {last}")
+
+    async def _attempt(
+        self, call: Call, model: RoutedModel, replica: Backend, info: RouteInfo
+    ) -> Routed:
+        t0 = time.perf_counter()
+        if call.history is not None:
+            self._fit_history(call, model, replica, info)
+        state = replica.state
+        state.outstanding += 1
+        timeout = replica.first_token_timeout_s
+        stream = None
+        try:
+            async with asyncio.timeout(timeout):
+                stream, echo = await replica.open(call)
+                events = stream.__aiter__()
+                first = await events.__anext__()
+            if isinstance(first, Failed):
+                err = first.error
+                raise err if isinstance(err, EdgeLLMError) else UpstreamError(str(err))
+        except BaseException as exc:
+            state.outstanding -= 1
+            if stream is not None:
+                stream.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if isinstance(exc, TimeoutError | StopAsyncIteration):
+                exc = UpstreamError(f"{replica.id}: no first token within {timeout} s", status=504)
+            outcome = _outcome(exc)
+            self.metrics.requests.labels(model.name, replica.id, outcome).inc()
+            info.hop(model.name, replica.id, outcome, t0, error=_short(exc))
+            if outcome in {"error", "timeout"}:
+                state.record_failure(_short(exc))
+            if isinstance(exc, EdgeLLMError):
+                raise exc from None
+            raise UpstreamError(f"{replica.id}: {type(exc).__name__}: {exc}") from exc
+
+        def on_end(last: GenerationEvent | None) -> None:
+            state.outstanding -= 1
+            elapsed = time.perf_counter() - t0
+            if isinstance(last, Finished):
+                state.record_success(last.timings, elapsed)
+                self.metrics.e2e.labels(model.name).observe(time.perf_counter() - info.started)
+                self.metrics.requests.labels(model.name, replica.id, "ok").inc()
+            elif isinstance(last, Failed):
+                state.record_failure(_short(last.error))
+                self.metrics.requests.labels(model.name, replica.id, "error").inc()
+
+        self.metrics.ttft.labels(model.name).observe(time.perf_counter() - info.started)
+        info.hop(model.name, replica.id, "ok", t0, first_event_ms=_ms(t0))
+        info.model, info.tier, info.replica = model.name, model.tier, replica.id
+        return Routed(ReplayStream([first], events, stream, on_end), model, replica, echo, info)
+
+    def _fit_history(
+        self, call: Call, model: RoutedModel, replica: Backend, info: RouteInfo
+    ) -> None:
+        assert call.history is not None
+        window = model.window()
+        if window is None:
+            call.messages = list(call.history)
+            return
+        budget = window - (call.max_tokens or DEFAULT_REPLY_BUDGET)
+        call.messages = trim(call.history, budget, replica.count_tokens)
+        info.signals["conversation"] = {
+            "turns": len(call.history),
+            "kept": len(call.messages),
+            "window": window,
+        }
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1e3, 3)
+
+
+def _short(exc: BaseException) -> str:
+    return (exc.message if isinstance(exc, EdgeLLMError) else str(exc))[:300]
+
+
+def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, OverloadedError) or getattr(exc, "status_code", 0) == 429:
+        return "overloaded"
+    if getattr(exc, "status_code", 0) == 504:
+        return "timeout"
+    if isinstance(exc, NotReadyError):
+        return "not_ready"
+    if isinstance(exc, EdgeLLMError) and 400 <= exc.status_code < 500:
+        return "rejected"
+    return "error"

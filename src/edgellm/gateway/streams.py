@@ -1,0 +1,67 @@
+"""Event-stream wrappers: replay a peeked/buffered prefix, and account for a replica's load."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+from edgellm.engine.types import Failed, Finished, GenerationEvent
+from edgellm.gateway.backends.base import EventStream
+
+
+class ReplayStream:
+    """`prefix` events first, then the rest of `events`; cancelling reaches the upstream."""
+
+    def __init__(
+        self,
+        prefix: list[GenerationEvent],
+        events: AsyncIterator[GenerationEvent],
+        upstream: EventStream,
+        on_end: Callable[[GenerationEvent | None], None] | None = None,
+    ) -> None:
+        self._prefix = prefix
+        self._events = events
+        self._upstream = upstream
+        self._on_end = on_end
+        self._ended = False
+
+    def _end(self, last: GenerationEvent | None) -> None:
+        if not self._ended:
+            self._ended = True
+            if self._on_end is not None:
+                self._on_end(last)
+
+    def cancel(self) -> None:
+        self._upstream.cancel()
+        self._end(None)
+
+    async def next(self) -> GenerationEvent | None:
+        """The next event, without closing the stream when the caller stops early."""
+        if self._prefix:
+            event = self._prefix.pop(0)
+        else:
+            try:
+                event = await self._events.__anext__()
+            except StopAsyncIteration:
+                self._end(None)
+                return None
+        if isinstance(event, Finished | Failed):
+            self._end(event)
+        return event
+
+    def push_back(self, events: list[GenerationEvent]) -> None:
+        self._prefix[:0] = events
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        try:
+            while (event := await self.next()) is not None:
+                yield event
+                if isinstance(event, Finished | Failed):
+                    return
+        finally:
+            if not self._ended:
+                self.cancel()
+
+
+def elapsed_since(t0: float) -> float:
+    return time.perf_counter() - t0

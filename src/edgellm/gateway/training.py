@@ -1,0 +1,130 @@
+"""Training from eval outcomes: the `learned` router's classifier and the cascade's logistic scorer.
+
+Outcomes are JSON lines. For the router: `{"prompt": str, "small_correct": bool,
+"large_correct": bool}` (the small model suffices when it is right, or when the large one is
+wrong too). For the cascade scorer: `{"features": {"mean_logprob": .., "min_logprob": ..,
+"mean_entropy": .., "n_tokens": ..}, "correct": bool}` for the small model's answers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import sparse  # type: ignore[import-untyped]
+from sklearn.feature_extraction.text import HashingVectorizer  # type: ignore[import-untyped]
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+from edgellm.errors import EdgeLLMError
+from edgellm.gateway.scorers import FEATURES, LogisticScorer
+
+N_FEATURES = 2**14
+
+
+def _vectorizer() -> HashingVectorizer:
+    return HashingVectorizer(
+        n_features=N_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm="l2"
+    )
+
+
+def _features(texts: Sequence[str]) -> Any:
+    words = _vectorizer().transform(texts)
+    lengths = np.array([[math.log1p(len(t))] for t in texts])
+    return sparse.hstack([words, sparse.csr_matrix(lengths)]).tocsr()
+
+
+class PromptClassifier:
+    """P(the small model suffices | prompt)."""
+
+    def __init__(self, coef: NDArray[np.float64], intercept: float, threshold: float) -> None:
+        self.coef = coef
+        self.intercept = intercept
+        self.threshold = threshold
+
+    @classmethod
+    def fit(
+        cls, prompts: Sequence[str], small_ok: Sequence[bool], escalation_rate: float
+    ) -> PromptClassifier:
+        if len(set(small_ok)) < 2:
+            raise EdgeLLMError("training needs both outcomes (small right and small wrong)")
+        clf = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced")
+        clf.fit(_features(prompts), np.array(small_ok, dtype=int))
+        model = cls(clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), 0.5)
+        model.threshold = calibrate(model.p_small_ok_many(prompts), escalation_rate)
+        return model
+
+    def p_small_ok_many(self, prompts: Sequence[str]) -> NDArray[np.float64]:
+        z = _features(prompts) @ self.coef + self.intercept
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))), dtype=np.float64)
+
+    def p_small_ok(self, prompt: str) -> float:
+        return float(self.p_small_ok_many([prompt])[0])
+
+    def save(self, path: Path) -> None:
+        nz = np.flatnonzero(self.coef)
+        body = {
+            "kind": "hashed-ngrams-logreg",
+            "n_features": N_FEATURES + 1,
+            "index": nz.tolist(),
+            "coef": [round(float(v), 6) for v in self.coef[nz]],
+            "intercept": self.intercept,
+            "threshold": self.threshold,
+        }
+        path.write_text(json.dumps(body))
+
+    @classmethod
+    def load(cls, path: Path) -> PromptClassifier:
+        try:
+            data = json.loads(Path(path).read_text())
+            coef = np.zeros(int(data["n_features"]))
+            coef[np.array(data["index"], dtype=int)] = data["coef"]
+            return cls(coef, float(data["intercept"]), float(data["threshold"]))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise EdgeLLMError(f"cannot load router model {path}: {exc}") from exc
+
+
+def calibrate(p_small_ok: Iterable[float], escalation_rate: float) -> float:
+    """The threshold that sends `escalation_rate` of these prompts to the larger model (those with
+    the lowest P(small suffices)), as RouteLLM calibrates on a sample of queries."""
+    values = np.sort(np.asarray(list(p_small_ok), dtype=np.float64))
+    if values.size == 0:
+        return 0.5
+    k = round(escalation_rate * values.size)
+    if k <= 0:
+        return float(values[0])
+    if k >= values.size:
+        return float(values[-1]) + 1e-9
+    return float((values[k - 1] + values[k]) / 2)
+
+
+def fit_cascade_scorer(
+    rows: Sequence[dict[str, float]], correct: Sequence[bool], features: Sequence[str] = FEATURES
+) -> LogisticScorer:
+    if len(set(correct)) < 2:
+        raise EdgeLLMError("training needs both right and wrong answers")
+    x = np.array([[float(r[f]) for f in features] for r in rows])
+    clf = LogisticRegression(max_iter=1000)
+    clf.fit(x, np.array(correct, dtype=int))
+    return LogisticScorer(
+        list(features), [float(c) for c in clf.coef_[0]], float(clf.intercept_[0])
+    )
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise EdgeLLMError(f"cannot read {path}: {exc}") from exc
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise EdgeLLMError(f"{path}:{n}: not JSON: {exc}") from exc
+    return rows
