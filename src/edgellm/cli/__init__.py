@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from edgellm.cli import chat, deploy, models, serve, testbed
+from edgellm.cli import chat, deploy, models, router, serve, testbed
 from edgellm.cli import eval as eval_cmd
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(testbed.app, name="testbed")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(router.app, name="router")
 serve.register(app)
 chat.register(app)
 eval_cmd.register(app)

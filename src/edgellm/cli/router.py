@@ -1,0 +1,67 @@
+"""`edgellm router`: train the learned router and the cascade scorer, hash API keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from edgellm.errors import EdgeLLMError
+
+app = typer.Typer(help="Gateway routing: train classifiers from eval outcomes, hash API keys.")
+console = Console()
+
+
+@app.command()
+def train(
+    outcomes: Path = typer.Argument(..., help="JSON lines of labelled outcomes"),
+    out: Path = typer.Option(..., "--out", "-o", help="where to write the model (JSON)"),
+    kind: str = typer.Option(
+        "learned", help="learned: prompt classifier; cascade: logistic confidence scorer"
+    ),
+    escalation_rate: float = typer.Option(
+        0.3, min=0.0, max=1.0, help="learned: fraction of the training prompts sent up a tier"
+    ),
+) -> None:
+    """Train from outcomes. learned: lines {"prompt", "small_correct", "large_correct"};
+    cascade: lines {"features": {mean_logprob, min_logprob, mean_entropy, n_tokens},
+    "correct"}."""
+    from edgellm.gateway.training import PromptClassifier, fit_cascade_scorer, read_jsonl
+
+    try:
+        rows = read_jsonl(outcomes)
+        if kind == "learned":
+            prompts = [str(r["prompt"]) for r in rows]
+            ok = [bool(r["small_correct"]) or not bool(r.get("large_correct", True)) for r in rows]
+            model = PromptClassifier.fit(prompts, ok, escalation_rate)
+            model.save(out)
+            console.print(
+                f"trained on {len(rows)} prompts ({sum(ok)} where the small model suffices); "
+                f"threshold {model.threshold:.4f} for {escalation_rate:.0%} escalation → {out}"
+            )
+        elif kind == "cascade":
+            scorer = fit_cascade_scorer([r["features"] for r in rows], [r["correct"] for r in rows])
+            scorer.save(out)
+            weights = ", ".join(
+                f"{f}={w:+.3f}" for f, w in zip(scorer.features, scorer.coef, strict=True)
+            )
+            console.print(f"trained on {len(rows)} answers: {weights} → {out}")
+        else:
+            raise EdgeLLMError(f"unknown kind {kind!r} (learned or cascade)")
+    except (KeyError, TypeError) as exc:
+        console.print(f"[red]error:[/red] outcome lines lack a field: {exc}")
+        raise typer.Exit(1) from exc
+    except EdgeLLMError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+@app.command("hash-key")
+def hash_key_cmd(
+    key: str = typer.Option(..., prompt=True, hide_input=True, help="the API key to hash"),
+) -> None:
+    """Print the SHA-256 to put in `auth.keys[].sha256` (the key itself is never stored)."""
+    from edgellm.gateway.auth import hash_key
+
+    console.print(hash_key(key))
