@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SCORING_CHUNK = 64  # positions with logits per step for scoring jobs (output buffer bound)
 MIN_SAVED_TOKENS = 32  # shorter caches are cheaper to prefill again than to save
+PREFILL_SHARE = 1.25  # prefill time per step, in decode steps, while streams are running
 MIN_REUSED_TOKENS = 16  # a shared prefix shorter than this is not worth another slot's cache
 
 
@@ -304,11 +305,12 @@ class BatchScheduler:
         if self._prefill_chunk:
             return min(room, self._prefill_chunk)
         if not self._step_times or self._prefill_rate <= 0:
-            return min(room, 32)
-        # Let a step with prefill take about 1.5 extra decode steps, so the streams' inter-token
-        # latency stays within ~2.5x its median while a long prompt joins.
+            return min(room, 16)  # until both speeds are measured
+        # Let a step with prefill take about 1.25 extra decode steps, so the streams' inter-token
+        # latency stays within ~2.3x its median while a long prompt joins (each prompt token
+        # costs about 1 / prefill_rate in a CPU batch).
         step = statistics.median(self._step_times)
-        return max(8, min(room, int(1.5 * step * self._prefill_rate)))
+        return max(1, min(room, int(PREFILL_SHARE * step * self._prefill_rate)))
 
     def _step(self) -> None:
         model = self._model
