@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from edgellm.cli import app
 from edgellm.testbed import host
 from edgellm.testbed.cluster import Testbed, teardown
 from edgellm.testbed.host import TestbedError
@@ -135,15 +137,16 @@ def test_cloud_partition_blackholes_then_heals(testbed: Testbed) -> None:
 
 
 def test_failed_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    # The network is built, then the node cannot start: everything built so far must go.
     spec = TestbedSpec(
         prefix="eltu",
         edge_subnet="10.201.8.0/24",  # type: ignore[arg-type]
-        nodes=[NodeSpec(name="bad", model=str(tmp_path / "missing.gguf"))],
+        nodes=[NodeSpec(name="bad")],
         cloud=None,
         startup_timeout_s=60,
     )
-    with pytest.raises(TestbedError, match="bad"):
-        Testbed(spec, log_dir=tmp_path).up()
+    with pytest.raises(TestbedError, match="node bad exited"):
+        Testbed(spec, log_dir=tmp_path, python=str(tmp_path / "no-such-python")).up()
     assert _leftovers("eltu") == []
 
 
@@ -151,14 +154,9 @@ def test_down_removes_leftovers_by_prefix() -> None:
     subprocess.run(["ip", "netns", "add", "eltv-x"], check=True)
     subprocess.run(["ip", "link", "add", "eltv-br", "type", "bridge"], check=True)
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "edgellm", "testbed", "down", "--prefix", "eltv"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        assert "netns eltv-x" in out.stdout and "link eltv-br" in out.stdout
+        result = CliRunner().invoke(app, ["testbed", "down", "--prefix", "eltv"])
+        assert result.exit_code == 0, result.output
+        assert "netns eltv-x" in result.stdout and "link eltv-br" in result.stdout
         assert _leftovers("eltv") == []
     finally:
         teardown("eltv")

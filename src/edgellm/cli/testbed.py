@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -30,6 +31,9 @@ def up(
     no_cloud: bool = typer.Option(False, "--no-cloud", help="no cloud node"),
     duration: float = typer.Option(0, help="seconds to stay up; 0 = until Ctrl-C"),
     state: Path | None = typer.Option(None, help="write the node URLs here as JSON"),
+    gateway_port: int = typer.Option(
+        0, help="also run the gateway (edgellm serve) on 127.0.0.1:PORT in front of the nodes"
+    ),
 ) -> None:
     """Start the nodes and the shaped cloud link, print their addresses, stay up, clean up."""
     from edgellm.testbed.cluster import Testbed
@@ -55,8 +59,20 @@ def up(
         raise typer.Exit(1) from None
     testbed = Testbed(spec, shaper=shaper)
     try:
-        with testbed:
+        with testbed, contextlib.ExitStack() as stack:
             info = testbed.describe()
+            if gateway_port:
+                from edgellm.testbed.gateway import (
+                    GatewayProcess,
+                    default_config,
+                    edge_service_name,
+                )
+
+                testbed.set_service(edge_service_name(testbed), list(testbed.nodes))
+                gateway = GatewayProcess(testbed, default_config(testbed), port=gateway_port)
+                stack.enter_context(gateway)
+                info["gateway"] = {"url": gateway.url, "config": str(gateway.config_path)}
+                err.print(f"gateway on {gateway.url} (config {gateway.config_path})")
             _print(info)
             if state is not None:
                 state.write_text(json.dumps(info, indent=2))

@@ -1,0 +1,147 @@
+"""The gateway in the root namespace, in front of a testbed: `edgellm serve --config` as a real
+process, seeing the testbed's service names through its private /etc/hosts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import yaml
+
+from edgellm.testbed.cluster import Testbed
+from edgellm.testbed.host import TestbedError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def edge_service_name(testbed: Testbed) -> str:
+    return f"edge.{testbed.prefix}.testbed"
+
+
+def default_config(testbed: Testbed, *, health_interval_s: float = 2.0) -> dict[str, Any]:
+    """The edge nodes behind one service name (like a headless Service), the cloud node as the
+    fallback tier, and `auto` = the latency-aware `load` policy."""
+    served = sorted({n.served_name for n in testbed.nodes.values()})
+    remote: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "tier": "edge-small",
+            "context_length": min(n.spec.ctx for n in testbed.nodes.values()),
+            "backends": [
+                {
+                    "dns": edge_service_name(testbed),
+                    "port": 8080,
+                    "resolve_interval_s": health_interval_s,
+                    "model": name,
+                    "connect_timeout_s": 1.0,
+                }
+            ],
+        }
+        for name in served
+    ]
+    if testbed.cloud is not None and testbed.cloud_url is not None:
+        remote.append(
+            {
+                "name": "cloud",
+                "tier": "cloud",
+                "context_length": testbed.cloud.spec.ctx,
+                "backends": [
+                    {
+                        "url": f"{testbed.cloud_url}/v1",
+                        "model": testbed.cloud.served_name,
+                        "connect_timeout_s": 2.0,
+                        "first_token_timeout_s": 10.0,
+                    }
+                ],
+            }
+        )
+    return {
+        "models": [],
+        "remote_models": remote,
+        "policies": [{"name": "load", "kind": "load", "models": [m["name"] for m in remote]}],
+        "router": {"default_policy": "load", "health_interval_s": health_interval_s},
+    }
+
+
+class GatewayProcess:
+    def __init__(
+        self, testbed: Testbed, config: dict[str, Any], *, port: int = 0, name: str = "gateway"
+    ) -> None:
+        self.testbed = testbed
+        self.port = port or free_port()
+        self.config = config | {"server": {"host": "127.0.0.1", "port": self.port}}
+        self.config_path = testbed.log_dir / f"{name}.yaml"
+        self.log_path = testbed.log_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> GatewayProcess:
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgellm",
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--log-level",
+            "warning",
+        ]
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.testbed.resolver_view(cmd),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise TestbedError(f"gateway exited: {self.tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.url}/health").status_code == 200:
+                        return self
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TestbedError(f"gateway not ready in time: {self.tail()}")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
