@@ -101,7 +101,7 @@ class Testbed:
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"edgellm-testbed-{spec.prefix}-"))
         self.prefix = spec.prefix
         self.bridge = f"{self.prefix}-br"
-        self.cgroup_backend = cgroups.detect()
+        self.cgroup_backend = cgroups.CgroupBackend()  # the real one is detected by up()
         self.proxy: DelayProxy | None = None
         self.nodes: dict[str, Node] = {}
         for i, node_spec in enumerate(spec.nodes):
@@ -139,6 +139,7 @@ class Testbed:
         if reason:
             raise TestbedError(reason)
         self._check_free()
+        self.cgroup_backend = cgroups.detect()
         atexit.register(self.down)
         self._install_signal_handlers()
         self._up = True
