@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from edgellm.cli import chat, deploy, models, router, serve, testbed
+from edgellm.cli import bench, chat, deploy, models, report, router, serve, testbed
 from edgellm.cli import eval as eval_cmd
 
 app = typer.Typer(
@@ -20,3 +20,5 @@ app.add_typer(router.app, name="router")
 serve.register(app)
 chat.register(app)
 eval_cmd.register(app)
+bench.register(app)
+report.register(app)

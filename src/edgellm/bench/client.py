@@ -1,0 +1,232 @@
+"""Send one request and measure it from the client: TTFT, inter-token gaps, end-to-end time,
+token counts, and the server's own timings when the response carries them.
+
+Two wire protocols, registered by name: `openai` (SSE from `/v1/chat/completions` or
+`/v1/completions`, EdgeLLM, llama-server, vLLM, LiteLLM, Ollama's OpenAI layer) and `ollama`
+(NDJSON from Ollama's native `/api/chat` / `/api/generate`, whose final object has durations).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from edgellm.bench.records import RequestRecord
+from edgellm.bench.timings import parse_server_timings
+
+
+@dataclass
+class RequestSpec:
+    model: str
+    messages: list[dict[str, str]] | None = None
+    prompt: str | list[int] | None = None
+    max_tokens: int = 500
+    temperature: float = 0.0
+    seed: int | None = 0
+    ignore_eos: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TokenCallback = Callable[[RequestRecord], None]
+
+
+class WireProtocol(Protocol):
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        spec: RequestSpec,
+        record: RequestRecord,
+        on_token: TokenCallback | None = None,
+    ) -> None: ...
+
+
+class _Clock:
+    """Arrival times of content chunks, turned into the record's latency fields."""
+
+    def __init__(self, record: RequestRecord, on_token: TokenCallback | None) -> None:
+        self.record = record
+        self.on_token = on_token
+        self.t0 = time.perf_counter()
+        record.start_s = time.time()
+        self.first: float | None = None
+        self.last: float | None = None
+        self.text: list[str] = []
+
+    def content(self, text: str) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+            self.record.ttft_s = now - self.t0
+        elif self.last is not None:
+            self.record.itl_s.append(now - self.last)
+        self.last = now
+        self.record.chunks += 1
+        self.text.append(text)
+        if self.on_token:
+            self.on_token(self.record)
+
+    def finish(self) -> None:
+        r = self.record
+        r.e2e_s = time.perf_counter() - self.t0
+        r.output = "".join(self.text)
+        tokens = r.completion_tokens if r.completion_tokens is not None else r.chunks
+        if r.completion_tokens is None:
+            r.completion_tokens = r.chunks
+        if self.first is not None and self.last is not None and tokens > 1:
+            span = self.last - self.first
+            if span > 0:
+                r.itl_mean_s = span / (tokens - 1)
+                r.client_decode_tps = (tokens - 1) / span
+        if r.prompt_tokens and r.ttft_s:
+            r.client_prefill_tps = r.prompt_tokens / r.ttft_s
+        if r.server is not None:
+            r.server_prefill_tps = r.server.prefill_tps
+            r.server_decode_tps = r.server.decode_tps
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict):
+            err = data.get("error")
+            if isinstance(err, dict):
+                return str(err.get("message", err))
+            if err is not None:
+                return str(err)
+    except ValueError:
+        pass
+    return body.decode(errors="replace")[:300]
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    async for line in response.aiter_lines():
+        if line:
+            yield line
+
+
+class OpenAIProtocol:
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        spec: RequestSpec,
+        record: RequestRecord,
+        on_token: TokenCallback | None = None,
+    ) -> None:
+        body: dict[str, Any] = {
+            "model": spec.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": spec.max_tokens,
+            "temperature": spec.temperature,
+            **spec.extra,
+        }
+        if spec.seed is not None:
+            body["seed"] = spec.seed
+        if spec.ignore_eos:
+            body["ignore_eos"] = True
+        if spec.messages is not None:
+            path, body["messages"] = "/v1/chat/completions", spec.messages
+        else:
+            path, body["prompt"] = "/v1/completions", spec.prompt
+        clock = _Clock(record, on_token)
+        async with client.stream("POST", path, json=body) as response:
+            record.status = response.status_code
+            if response.status_code != 200:
+                record.ok, record.error = False, _error_text(await response.aread())
+                clock.finish()
+                return
+            async for line in _lines(response):
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                chunk = json.loads(payload)
+                if "error" in chunk:
+                    record.ok, record.error = False, _error_text(payload.encode())
+                    break
+                timings = parse_server_timings(chunk)
+                if timings is not None:
+                    record.server = timings
+                usage = chunk.get("usage")
+                if usage:
+                    record.prompt_tokens = usage.get("prompt_tokens")
+                    record.completion_tokens = usage.get("completion_tokens")
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content") or choice.get("text")
+                    if text:
+                        clock.content(text)
+                    if choice.get("finish_reason"):
+                        record.finish_reason = choice["finish_reason"]
+        clock.finish()
+
+
+class OllamaProtocol:
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        spec: RequestSpec,
+        record: RequestRecord,
+        on_token: TokenCallback | None = None,
+    ) -> None:
+        options: dict[str, Any] = {"temperature": spec.temperature, "num_predict": spec.max_tokens}
+        if spec.seed is not None:
+            options["seed"] = spec.seed
+        body: dict[str, Any] = {"model": spec.model, "stream": True, "options": options}
+        if spec.messages is not None:
+            path, body["messages"] = "/api/chat", spec.messages
+        else:
+            if not isinstance(spec.prompt, str):
+                raise ValueError("Ollama's /api/generate takes text prompts, not token ids")
+            path, body["prompt"] = "/api/generate", spec.prompt
+        clock = _Clock(record, on_token)
+        async with client.stream("POST", path, json=body) as response:
+            record.status = response.status_code
+            if response.status_code != 200:
+                record.ok, record.error = False, _error_text(await response.aread())
+                clock.finish()
+                return
+            async for line in _lines(response):
+                obj = json.loads(line)
+                if "error" in obj:
+                    record.ok, record.error = False, str(obj["error"])
+                    break
+                text = (obj.get("message") or {}).get("content") or obj.get("response")
+                if text:
+                    clock.content(text)
+                if obj.get("done"):
+                    record.finish_reason = obj.get("done_reason")
+                    record.server = parse_server_timings(obj)
+                    record.prompt_tokens = obj.get("prompt_eval_count")
+                    record.completion_tokens = obj.get("eval_count")
+        clock.finish()
+
+
+PROTOCOLS: dict[str, Callable[[], WireProtocol]] = {
+    "openai": OpenAIProtocol,
+    "ollama": OllamaProtocol,
+}
+
+
+async def measure(
+    client: httpx.AsyncClient,
+    spec: RequestSpec,
+    record: RequestRecord,
+    *,
+    api: str = "openai",
+    on_token: TokenCallback | None = None,
+) -> RequestRecord:
+    """Fill `record` for one request; transport errors become `ok=False` records."""
+    try:
+        await PROTOCOLS[api]().send(client, spec, record, on_token)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        record.ok = False
+        record.error = f"{type(exc).__name__}: {exc}"
+        if record.e2e_s is None:
+            record.e2e_s = time.time() - record.start_s if record.start_s else None
+    return record

@@ -1,0 +1,198 @@
+"""Load profiles (GuideLLM's set), registered by name, each with one method: `run`.
+
+A profile decides *when* sessions start; the runner's `run_session` replays a session's turns
+in order. Every profile stops starting requests once the `Gate` closes (request count or
+duration reached); requests in flight finish and are recorded.
+
+- `synchronous`: one request at a time (the paper's method).
+- `concurrent`: N sessions in flight at once (`--concurrency`).
+- `constant`: sessions start at a fixed rate (`--rate` per second).
+- `poisson`: sessions start as a Poisson process of mean `--rate` (seeded).
+- `sweep`: synchronous, then as fast as possible (concurrency N), then `--sweep-points` constant
+  rates evenly spaced between the two measured rates; each a stage with its own budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edgellm.bench.workloads import Session
+
+
+@dataclass
+class Gate:
+    """Bounds one stage: at most `max_requests` started, none after `max_duration_s`."""
+
+    max_requests: int | None = None
+    max_duration_s: float | None = None
+    started: int = 0
+    completed: int = 0
+    t0: float = field(default_factory=time.monotonic)
+    t_last_done: float | None = None
+
+    def take(self) -> bool:
+        """Reserve one request if the budget allows."""
+        if self.max_requests is not None and self.started >= self.max_requests:
+            return False
+        if self.max_duration_s is not None and time.monotonic() - self.t0 >= self.max_duration_s:
+            return False
+        self.started += 1
+        return True
+
+    def done(self) -> None:
+        self.completed += 1
+        self.t_last_done = time.monotonic()
+
+    @property
+    def is_open(self) -> bool:
+        if self.max_requests is not None and self.started >= self.max_requests:
+            return False
+        return self.max_duration_s is None or time.monotonic() - self.t0 < self.max_duration_s
+
+    def rate(self) -> float:
+        """Completed requests per second over the stage."""
+        end = self.t_last_done or time.monotonic()
+        return self.completed / (end - self.t0) if end > self.t0 else 0.0
+
+
+RunSession = Callable[[Session, Gate, str], Coroutine[Any, Any, None]]
+"""Replays one session: (session, gate, stage name)."""
+
+
+@dataclass
+class LoadSettings:
+    concurrency: int = 4
+    rate: float = 1.0
+    sweep_points: int = 3
+    seed: int = 0
+    max_requests: int | None = None
+    max_duration_s: float | None = None
+
+    def gate(self) -> Gate:
+        return Gate(self.max_requests, self.max_duration_s)
+
+
+class LoadProfile(Protocol):
+    async def run(
+        self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
+    ) -> None: ...
+
+
+async def _workers(
+    sessions: Sequence[Session], run_session: RunSession, gate: Gate, n: int, stage: str
+) -> None:
+    queue: asyncio.Queue[Session] = asyncio.Queue()
+    for s in sessions:
+        queue.put_nowait(s)
+
+    async def worker() -> None:
+        while gate.is_open:
+            try:
+                session = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await run_session(session, gate, stage)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, n))))
+
+
+async def _arrivals(
+    sessions: Sequence[Session],
+    run_session: RunSession,
+    gate: Gate,
+    gaps: Callable[[], float],
+    stage: str,
+) -> None:
+    tasks = []
+    next_at = time.monotonic()
+    for session in sessions:
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not gate.is_open:
+            break
+        tasks.append(asyncio.create_task(run_session(session, gate, stage)))
+        next_at += gaps()
+    await asyncio.gather(*tasks)
+
+
+def _fixed_gap(gap: float) -> Callable[[], float]:
+    return lambda: gap
+
+
+class Synchronous:
+    async def run(
+        self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
+    ) -> None:
+        await _workers(sessions, run_session, settings.gate(), 1, "synchronous")
+
+
+class Concurrent:
+    async def run(
+        self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
+    ) -> None:
+        stage = f"concurrent-{settings.concurrency}"
+        await _workers(sessions, run_session, settings.gate(), settings.concurrency, stage)
+
+
+class Constant:
+    async def run(
+        self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
+    ) -> None:
+        if settings.rate <= 0:
+            raise ValueError("--rate must be positive")
+        stage = f"constant-{settings.rate:g}"
+        await _arrivals(
+            sessions, run_session, settings.gate(), _fixed_gap(1 / settings.rate), stage
+        )
+
+
+class Poisson:
+    async def run(
+        self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
+    ) -> None:
+        if settings.rate <= 0:
+            raise ValueError("--rate must be positive")
+        rng = random.Random(settings.seed)
+        stage = f"poisson-{settings.rate:g}"
+        gaps = lambda: rng.expovariate(settings.rate)  # noqa: E731
+        await _arrivals(sessions, run_session, settings.gate(), gaps, stage)
+
+
+class Sweep:
+    async def run(
+        self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
+    ) -> None:
+        sync_gate = settings.gate()
+        await _workers(sessions, run_session, sync_gate, 1, "sweep-synchronous")
+        max_gate = settings.gate()
+        await _workers(sessions, run_session, max_gate, settings.concurrency, "sweep-throughput")
+        low, high = sync_gate.rate(), max_gate.rate()
+        if low <= 0 or high <= low:
+            return
+        n = settings.sweep_points
+        for k in range(1, n + 1):
+            rate = low + (high - low) * k / (n + 1)
+            await _arrivals(
+                sessions, run_session, settings.gate(), _fixed_gap(1.0 / rate), f"sweep-{rate:.3g}"
+            )
+
+
+PROFILES: dict[str, Callable[[], LoadProfile]] = {
+    "synchronous": Synchronous,
+    "concurrent": Concurrent,
+    "constant": Constant,
+    "poisson": Poisson,
+    "sweep": Sweep,
+}
+
+
+def get_load_profile(name: str) -> LoadProfile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown load profile '{name}'; choose from {', '.join(PROFILES)}")
+    return PROFILES[name]()

@@ -1,0 +1,199 @@
+"""`report.html` for one run, `compare.html` for two; plus CSV next to them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from edgellm.bench.records import RequestRecord
+from edgellm.bench.run import CONFIG, RECORDS, SAMPLES, finalize, load_records, load_samples
+from edgellm.report.analysis import RunSummary, measured
+from edgellm.report.plots import all_plots
+from edgellm.report.tables import COLUMNS, accuracy_cell, cell, write_csv
+
+_TEMPLATE = jinja2.Template(
+    """<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+td, th { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+th { background: #f3f3f3; } td.l { text-align: left; }
+img { max-width: 49%; } pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
+</style></head><body>
+<h1>{{ title }}</h1>
+{% for section in sections %}
+<h2>{{ section.heading }}</h2>
+{% if section.note %}<p>{{ section.note }}</p>{% endif %}
+{% if section.rows %}<table><tr>{% for h in section.header %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in section.rows %}<tr>{% for c in row %}
+<td{% if loop.index <= section.left %} class="l"{% endif %}>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
+{% for img in section.images %}<img src="{{ img }}" alt="{{ img }}">{% endfor %}
+{% if section.pre %}<pre>{{ section.pre }}</pre>{% endif %}
+{% endfor %}
+</body></html>
+""",
+    autoescape=True,
+)
+
+
+def load_accuracy(directory: Path) -> dict[str, dict[str, float]]:
+    """{model: {task: accuracy}} from the eval summaries (summary.json) under `directory`."""
+    found: dict[str, dict[str, float]] = {}
+    for path in sorted(directory.rglob("summary.json")):
+        try:
+            data = json.loads(path.read_text())
+            found.setdefault(data["model"], {})[data["task"]] = float(data["accuracy"]["accuracy"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _sections(summary: RunSummary, images: list[str]) -> list[dict[str, Any]]:
+    table_rows = [
+        [cell(r, f, fmt) for f, _, fmt in COLUMNS] + [accuracy_cell(r)] for r in summary.table
+    ]
+    dist_rows = []
+    for name, dist, fmt in (
+        ("TTFT (s)", summary.ttft_s, "{:.3f}"),
+        ("end-to-end latency (s)", summary.latency_s, "{:.3f}"),
+        ("inter-token latency (ms)", summary.itl_ms, "{:.1f}"),
+        ("decode tok/s", summary.decode_tps, "{:.1f}"),
+        ("prefill tok/s", summary.prefill_tps, "{:.0f}"),
+    ):
+        dist_rows.append(
+            [name, dist.n]
+            + [_fmt(getattr(dist, k), fmt) for k in ("mean", "std", "p50", "p90", "p95", "p99")]
+        )
+    cv_rows = [
+        [
+            f"{b.context_low}-{b.context_high}",
+            b.n,
+            _fmt(b.prefill_tps_mean, "{:.0f}"),
+            _fmt(b.prefill_cv, "{:.3f}"),
+            _fmt(b.decode_tps_mean, "{:.1f}"),
+            _fmt(b.decode_cv, "{:.3f}"),
+        ]
+        for b in summary.cv_by_context
+    ]
+    energy = summary.energy or {}
+    source = ", ".join(summary.server_timings_source) or "none (client-side estimates only)"
+    return [
+        {
+            "heading": "Per-model results",
+            "note": "Warm-up requests excluded. Throughputs prefer server-reported timings "
+            f"({source}); client-side estimates are in records.csv.",
+            "header": [h for _, h, _ in COLUMNS] + ["accuracy"],
+            "rows": table_rows,
+            "left": 2,
+        },
+        {
+            "heading": "Distributions",
+            "header": ["metric", "n", "mean", "std", "p50", "p90", "p95", "p99"],
+            "rows": dist_rows,
+            "left": 1,
+        },
+        {
+            "heading": "Coefficient of variation by context length",
+            "header": [
+                "prompt tokens",
+                "n",
+                "prefill tok/s",
+                "prefill CV",
+                "decode tok/s",
+                "decode CV",
+            ],
+            "rows": cv_rows,
+            "left": 1,
+        },
+        {
+            "heading": "Energy and cost (power model)",
+            "note": "Modelled from CPU utilisation with the device profile's idle/busy watts "
+            "(not a measurement of the device); RAPL host energy when readable.",
+            "pre": json.dumps(energy, indent=2) if energy else "no resource samples",
+        },
+        {"heading": "Figures", "images": images},
+    ]
+
+
+def write_records_csv(records: list[RequestRecord], path: Path) -> Path:
+    fields = [
+        "request_id", "model", "stage", "warmup", "conversation_id", "turn", "start_s", "ok",
+        "status", "error", "ttft_s", "e2e_s", "itl_mean_s", "prompt_tokens",
+        "completion_tokens", "chunks", "finish_reason", "client_prefill_tps",
+        "client_decode_tps", "server_prefill_tps", "server_decode_tps", "energy_j",
+    ]  # fmt: skip
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for r in records:
+            writer.writerow(r.model_dump())
+    return path
+
+
+def write_report(run_dir: Path, accuracy_dir: Path | None = None) -> Path:
+    """Recompute everything from the raw files of `run_dir`; write report.html, CSV, PNGs."""
+    accuracy = load_accuracy(accuracy_dir) if accuracy_dir else None
+    summary = finalize(run_dir, accuracy=accuracy)
+    records = load_records(run_dir / RECORDS)
+    samples = load_samples(run_dir / SAMPLES)
+    images = all_plots(records, samples, summary, run_dir / "plots")
+    write_csv(summary.table, run_dir / "table.csv")
+    write_records_csv(records, run_dir / "records.csv")
+    config = json.loads((run_dir / CONFIG).read_text())
+    sections = _sections(summary, [f"plots/{p.name}" for p in images])
+    sections.append({"heading": "Configuration", "pre": json.dumps(config, indent=2)})
+    html = _TEMPLATE.render(title=f"EdgeLLM bench: {run_dir.name}", sections=sections)
+    out = run_dir / "report.html"
+    out.write_text(html, encoding="utf-8")
+    return out
+
+
+def write_comparison(run_a: Path, run_b: Path, out_dir: Path) -> Path:
+    """Side-by-side table and overlaid latency CDFs of two runs."""
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = [finalize(run_a), finalize(run_b)]
+    rows = []
+    for run, summary in zip((run_a, run_b), summaries, strict=True):
+        for r in summary.table:
+            rows.append([run.name] + [cell(r, f, fmt) for f, _, fmt in COLUMNS])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for run in (run_a, run_b):
+        ok = [r for r in measured(load_records(run / RECORDS)) if r.ok]
+        for ax, values in zip(axes, ([r.ttft_s for r in ok], [r.e2e_s for r in ok]), strict=True):
+            data = np.sort(np.array([v for v in values if v is not None]))
+            if data.size:
+                ax.step(data, np.arange(1, data.size + 1) / data.size, where="post", label=run.name)
+    axes[0].set_title("TTFT CDF")
+    axes[1].set_title("end-to-end latency CDF")
+    for ax in axes:
+        ax.set_xlabel("seconds")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "compare_latency.png", dpi=110)
+    plt.close(fig)
+    sections = [
+        {
+            "heading": "Per-model results",
+            "header": ["run"] + [h for _, h, _ in COLUMNS],
+            "rows": rows,
+            "left": 3,
+        },
+        {"heading": "Latency", "images": ["compare_latency.png"]},
+    ]
+    html = _TEMPLATE.render(title=f"EdgeLLM: {run_a.name} vs {run_b.name}", sections=sections)
+    out = out_dir / "compare.html"
+    out.write_text(html, encoding="utf-8")
+    return out

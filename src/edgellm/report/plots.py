@@ -1,0 +1,122 @@
+"""matplotlib PNG figures of a run (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from edgellm.bench.records import RequestRecord, ResourceSample
+from edgellm.report.analysis import ModelRow, RunSummary, measured
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def throughput_per_model(rows: Sequence[ModelRow], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = [f"{r.model}\n{r.stage}" for r in rows]
+    gen = [r.generation_tps or 0.0 for r in rows]
+    dec = [r.decode_tps_mean or 0.0 for r in rows]
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, gen, 0.4, label="generation (all requests)")
+    ax.bar(x + 0.2, dec, 0.4, label="decode (per request, mean)")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("tokens / s")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def latency_cdf(records: Sequence[RequestRecord], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ok = [r for r in measured(records) if r.ok]
+    for label, values in (
+        ("TTFT", [r.ttft_s for r in ok if r.ttft_s is not None]),
+        ("end-to-end", [r.e2e_s for r in ok if r.e2e_s is not None]),
+    ):
+        if values:
+            data = np.sort(np.array(values))
+            ax.step(data, np.arange(1, data.size + 1) / data.size, where="post", label=label)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("fraction of requests")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def resource_timeline(samples: Sequence[ResourceSample], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if samples:
+        t0 = samples[0].t_s
+        t = [s.t_s - t0 for s in samples]
+        ax.plot(t, [s.cpu_percent for s in samples], color="tab:blue", label="CPU %")
+        for s, ts in zip(samples, t, strict=True):
+            if s.phase != "idle":
+                color = "tab:orange" if s.phase == "prefill" else "tab:green"
+                ax.axvspan(ts - 0.5 * (t[1] - t[0] if len(t) > 1 else 0.5), ts, color=color,
+                           alpha=0.12, lw=0)  # fmt: skip
+        mem = ax.twinx()
+        mem.plot(t, [s.rss_bytes / 1e9 for s in samples], color="tab:red", label="RSS GB")
+        mem.set_ylabel("RSS GB", color="tab:red")
+    ax.set_xlabel("seconds (shading: orange prefill, green decode)")
+    ax.set_ylabel("CPU % (100 = one core)", color="tab:blue")
+    return _save(fig, path)
+
+
+def cv_vs_context(summary: RunSummary, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    rows = summary.cv_by_context
+    x = [f"{b.context_low}-{b.context_high}" for b in rows]
+    ax.plot(x, [b.prefill_cv if b.prefill_cv is not None else np.nan for b in rows], "o-",
+            label="prefill")  # fmt: skip
+    ax.plot(x, [b.decode_cv if b.decode_cv is not None else np.nan for b in rows], "s-",
+            label="decode")  # fmt: skip
+    ax.set_xlabel("context length (prompt tokens)")
+    ax.set_ylabel("coefficient of variation")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def accuracy_vs_throughput(rows: Sequence[ModelRow], path: Path) -> Path | None:
+    points = [
+        (r.decode_tps_mean, acc, f"{r.model} {task}")
+        for r in rows
+        if r.accuracy and r.decode_tps_mean
+        for task, acc in r.accuracy.items()
+    ]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for tps, acc, label in points:
+        ax.scatter(tps, acc * 100)
+        ax.annotate(label, (tps, acc * 100), fontsize=7)
+    ax.set_xlabel("decode tok/s")
+    ax.set_ylabel("accuracy %")
+    return _save(fig, path)
+
+
+def all_plots(
+    records: Sequence[RequestRecord],
+    samples: Sequence[ResourceSample],
+    summary: RunSummary,
+    out: Path,
+) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    made = [
+        throughput_per_model(summary.table, out / "throughput.png"),
+        latency_cdf(records, out / "latency_cdf.png"),
+        resource_timeline(samples, out / "resources.png"),
+        cv_vs_context(summary, out / "cv_context.png"),
+    ]
+    acc = accuracy_vs_throughput(summary.table, out / "accuracy_throughput.png")
+    return made + ([acc] if acc else [])
