@@ -1,0 +1,62 @@
+import time
+
+import pytest
+
+from edgellm.config import ApiKeyConfig
+from edgellm.engine.types import Timings
+from edgellm.gateway.auth import TokenBucket, hash_key
+from edgellm.gateway.conversations import Conversations, estimate_tokens, trim
+from edgellm.gateway.health import ReplicaState
+
+
+def test_circuit_opens_after_consecutive_failures_and_recovers() -> None:
+    s = ReplicaState(max_concurrency=2, failure_threshold=2, cooldown_s=60)
+    s.record_failure("boom")
+    assert s.available() and s.circuit == "closed"
+    s.record_failure("boom")
+    assert not s.available() and s.circuit == "open"
+    s.record_health(True)  # an active check succeeded: half-open, one trial allowed
+    assert s.available() and s.circuit == "half-open"
+    s.record_success(None, 0.1)
+    assert s.circuit == "closed" and s.consecutive_failures == 0
+    s.record_health(False)
+    assert not s.available()
+
+
+def test_estimate_uses_measured_speeds() -> None:
+    s = ReplicaState()
+    before = s.estimate_s(100, 50)
+    t = Timings(prompt_n=100, prompt_ms=50, predicted_n=51, predicted_ms=500, total_ms=600)
+    for _ in range(20):
+        s.record_success(t, 0.61)
+    assert s.prefill_tps == pytest.approx(2000, rel=0.01)
+    assert s.decode_tps == pytest.approx(100, rel=0.01)
+    assert s.estimate_s(100, 50) < before
+    s.outstanding = 3
+    expected = 3 * s.service_s + 100 / s.prefill_tps + 50 / s.decode_tps + s.rtt_s
+    assert s.estimate_s(100, 50) == pytest.approx(expected)
+
+
+def test_token_bucket() -> None:
+    key = ApiKeyConfig(name="k", sha256=hash_key("x"), requests_per_minute=60, burst=2)
+    b = TokenBucket.of(key)
+    now = time.monotonic()
+    assert b.take(now) == 0 and b.take(now) == 0
+    assert b.take(now) == pytest.approx(1.0)
+    assert b.take(now + 1.0) == 0
+    assert hash_key("x") != "x" and len(hash_key("x")) == 64
+
+
+def test_conversation_merge_and_trim() -> None:
+    conv = Conversations(capacity=1)
+    system = {"role": "system", "content": "sys"}
+    first = conv.merge("a", [system, {"role": "user", "content": "u1"}])
+    conv.record("a", first, "r1")
+    merged = conv.merge("a", [{"role": "user", "content": "u2"}])
+    assert [m["content"] for m in merged] == ["sys", "u1", "r1", "u2"]
+    conv.record("b", merged, "x")
+    assert conv.get("a") == []  # capacity 1: the least recently used went
+    long = [system] + [{"role": "user", "content": "w" * 400} for _ in range(5)]
+    kept = trim(long, 250, estimate_tokens)
+    assert kept[0] == system and kept[-1] == long[-1] and len(kept) == 3
+    assert trim(long[:2], 1, estimate_tokens) == long[:2]  # never drops the last turn
