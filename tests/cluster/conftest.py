@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgellm.testbed.cluster import Testbed
+from edgellm.testbed.cluster import Testbed, teardown
 from edgellm.testbed.host import unavailable_reason
 from edgellm.testbed.spec import CloudSpec, LinkSpec, NodeSpec, TestbedSpec
 
@@ -15,6 +15,7 @@ from edgellm.testbed.spec import CloudSpec, LinkSpec, NodeSpec, TestbedSpec
 PREFIX = "eltt"
 EDGE = "10.201.0.0/24"
 CLOUD = "10.201.1.0/30"
+OTHER_PREFIXES = ("eltu", "eltv", "eltw", "eltz")  # single-purpose testbeds in test_testbed.py
 LINK = LinkSpec(delay_ms=40, jitter_ms=4, loss_pct=0, rate_mbit=20)
 
 _reason = unavailable_reason()
@@ -45,5 +46,7 @@ def cluster_spec() -> TestbedSpec:
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
+    for prefix in (PREFIX, *OTHER_PREFIXES):
+        teardown(prefix)  # whatever a crashed earlier run left behind
     with Testbed(cluster_spec()) as tb:
         yield tb

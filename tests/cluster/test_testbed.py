@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from edgellm.cli import app
 from edgellm.testbed import host
-from edgellm.testbed.cluster import Testbed, teardown
+from edgellm.testbed.cluster import Testbed, pid_file, teardown
 from edgellm.testbed.host import TestbedError
 from edgellm.testbed.spec import NODE_PORT, NodeSpec, TestbedSpec
 from tests.cluster.conftest import LINK
@@ -244,3 +244,21 @@ def test_cpu_share_can_change_at_run_time(testbed: Testbed) -> None:
         assert quotas and "20000" in quotas[0]
     finally:
         testbed.set_cpus("n2", 0.6)
+
+
+def test_down_kills_recorded_helper_processes() -> None:
+    # A stand-in for a gateway whose harness was SIGKILLed: its pid file is all that is left.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "edgellm"], start_new_session=True
+    )
+    try:
+        path = pid_file("eltz", "gateway")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(proc.pid))
+        removed = teardown("eltz")
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert f"process {proc.pid} (gateway)" in removed
+        assert not path.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -63,9 +63,33 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
 
+RUN_DIR = Path("/run/edgellm-testbed")
+
+
+def pid_file(prefix: str, name: str) -> Path:
+    """Where a root-namespace helper process (the gateway) of this testbed records its pid."""
+    return RUN_DIR / prefix / f"{name}.pid"
+
+
+def _kill_recorded(prefix: str) -> list[str]:
+    killed = []
+    for path in sorted((RUN_DIR / prefix).glob("*.pid")):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(path.read_text())
+            # Only if it still is what we started (pids are reused).
+            if b"edgellm" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, signal.SIGKILL)
+                killed.append(f"process {pid} ({path.stem})")
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (RUN_DIR / prefix).rmdir()
+    return killed
+
+
 def teardown(prefix: str) -> list[str]:
-    """Remove every namespace, link and cgroup named `<prefix>-*`, killing processes in them."""
-    removed: list[str] = []
+    """Remove every namespace, link and cgroup named `<prefix>-*`, killing processes in them
+    and the helper processes recorded under /run/edgellm-testbed/<prefix>/."""
+    removed: list[str] = _kill_recorded(prefix)
     for ns in host.netns_list():
         if ns.startswith(f"{prefix}-"):
             for pid in host.netns_pids(ns):

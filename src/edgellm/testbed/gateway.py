@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from edgellm.testbed.cluster import Testbed
+from edgellm.testbed.cluster import Testbed, pid_file
 from edgellm.testbed.host import TestbedError
 
 
@@ -83,7 +84,9 @@ class GatewayProcess:
         self.config = config | {"server": {"host": "127.0.0.1", "port": self.port}}
         self.config_path = testbed.log_dir / f"{name}.yaml"
         self.log_path = testbed.log_dir / f"{name}.log"
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pid_path: Path | None = None
 
     @property
     def url(self) -> str:
@@ -108,6 +111,10 @@ class GatewayProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        # Recorded so that `edgellm testbed down` finds it even if this harness is SIGKILLed.
+        self.pid_path = pid_file(self.testbed.prefix, self.name)
+        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_path.write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while True:
@@ -133,6 +140,8 @@ class GatewayProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
+        if self.pid_path is not None:
+            self.pid_path.unlink(missing_ok=True)
 
     def tail(self, lines: int = 20) -> str:
         try:
