@@ -53,8 +53,10 @@ def test_committed_manifests_validate_strictly() -> None:
         "ConfigMap",
         "PodDisruptionBudget",
     } <= kinds
-    for doc in docs:
-        assert validate(doc, K3S_KUBERNETES_VERSION) is None, validate(doc, K3S_KUBERNETES_VERSION)
+    # The K3s release targeted, and the newest schemas known (nothing deprecated on the way).
+    for version in (K3S_KUBERNETES_VERSION, supported_versions()[-1]):
+        for doc in docs:
+            assert validate(doc, version) is None, validate(doc, version)
 
 
 def test_committed_manifests_are_what_the_renderer_produces(spec: ClusterSpec) -> None:

@@ -58,3 +58,10 @@ def test_shapers_are_registered_by_name() -> None:
     assert not choose("netem").needs_proxy
     with pytest.raises(ValueError, match="unknown shaper"):
         choose("nope")
+
+
+def test_example_testbed_config_parses() -> None:
+    example = Path(__file__).resolve().parents[3] / "deploy" / "testbed" / "testbed.yaml"
+    spec = TestbedSpec.from_yaml(example)
+    assert [n.name for n in spec.nodes] == ["n1", "n2", "n3"]
+    assert spec.cloud is not None and spec.cloud.link.loss_pct == 0.5
