@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -262,3 +263,41 @@ def test_down_kills_recorded_helper_processes() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_cloud_link_rate_is_limited(testbed: Testbed) -> None:
+    """Bulk transfer from the cloud namespace over the shaped link: tbf (or netem) caps it."""
+    assert testbed.cloud is not None and LINK.rate_mbit is not None
+    size = int(LINK.rate_mbit * 1e6 / 8 * 1.5)  # ~1.5 s at the configured rate
+    port = 9099
+    server = (
+        "import socket, sys; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(({testbed.cloud.ip!r}, {port})); s.listen(1); s.settimeout(30); "
+        f"c, _ = s.accept(); c.sendall(bytes({size})); c.close()"
+    )
+    proc = subprocess.Popen(host.in_ns(testbed.cloud.ns, sys.executable, "-c", server))
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the listener needs a moment to start
+            try:
+                conn = socket.create_connection((testbed.cloud.ip, port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        with conn:
+            got = 0
+            start = time.perf_counter()
+            while chunk := conn.recv(1 << 16):
+                got += len(chunk)
+            elapsed = time.perf_counter() - start
+        mbit = got * 8 / elapsed / 1e6
+        print(
+            f"cloud link: {got} bytes in {elapsed:.2f} s = {mbit:.1f} Mbit/s "
+            f"(limit {LINK.rate_mbit} Mbit/s)"
+        )
+        assert got == size
+        assert LINK.rate_mbit * 0.5 <= mbit <= LINK.rate_mbit * 1.15
+    finally:
+        proc.wait(timeout=30)
