@@ -85,3 +85,12 @@ def test_defaults_stay_the_two_bundled_models() -> None:
         ("gemma3-270m", "edge-large"),
     ]
     assert cfg.remote_models == [] and cfg.policies == [] and cfg.auth.keys == []
+
+
+def test_the_documented_example_validates() -> None:
+    from edgellm.gateway.policies import POLICY_KINDS
+
+    example = Path(__file__).parents[3] / "docs" / "gateway.example.yaml"
+    cfg = EdgeLLMConfig.from_yaml(example)
+    assert {p.kind for p in cfg.policies} <= set(POLICY_KINDS)
+    assert set(POLICY_KINDS) == {"rules", "learned", "cascade", "load"}
