@@ -27,9 +27,9 @@ def unavailable_reason() -> str | None:
     """Why this host cannot run a testbed, or None when it can."""
     if os.geteuid() != 0:
         return "the testbed needs root (network namespaces, veth pairs, cgroups)"
-    for tool in ("ip", "tc"):
+    for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("unshare", "util-linux")):
         if shutil.which(tool) is None:
-            return f"`{tool}` (iproute2) is not installed"
+            return f"`{tool}` ({package}) is not installed"
     probe = run("ip", "netns", "list", check=False)
     if probe.returncode != 0:
         return f"`ip netns` is unavailable: {probe.stderr.strip()}"
