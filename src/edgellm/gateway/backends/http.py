@@ -167,13 +167,17 @@ class HttpStream:
         usage: dict[str, Any] = {}
         timings: dict[str, Any] = {}
         n_tokens = 0
+        done = False
         try:
             async for line in self._response.aiter_lines():
-                if not line.startswith("data:"):
+                # after [DONE], read on to the end of the body: a response closed early takes
+                # its keep-alive connection with it
+                if done or not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    break
+                    done = True
+                    continue
                 try:
                     chunk = json.loads(data)
                 except ValueError:

@@ -1,0 +1,291 @@
+"""What the gateway adds, against an instant fake OpenAI backend, next to LiteLLM proxy.
+
+Processes: the fake backend (`edgellm.gateway.fake`, raw ASGI on uvicorn) and the load generator
+share CPU 1; the proxy under test (EdgeLLM gateway, and LiteLLM proxy if a Python with
+`litellm[proxy]` is given) runs alone, pinned to CPU 0, one worker. The load generator is a
+hand-written keep-alive HTTP/1.1 client on asyncio (no wrk here), so it costs little per request.
+
+Measured for the bare fake backend, the EdgeLLM gateway and LiteLLM, in the same run:
+- latency at 1 connection (median, p99);
+- latency at 50 concurrent clients at a moderate offered load (--rate req/s in total, Poisson
+  arrivals per client), p50 and p99, and the difference to the bare backend (= added latency);
+- maximum requests/s with 10 and with 50 connections (closed loop, --seconds each).
+
+    .venv/bin/python benchmarks/gateway_overhead.py [--litellm-python /path/to/python] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BODY = json.dumps(
+    {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def request_bytes(port: int, path: str = "/v1/chat/completions") -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer sk-bench\r\nContent-Length: {len(BODY)}\r\n\r\n"
+    )
+    return head.encode() + BODY
+
+
+class Conn:
+    """One keep-alive connection; `call()` sends a request and reads the whole response."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.req = request_bytes(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def call(self) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(self.req)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = None
+        chunked = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if length is not None:
+            await self.reader.readexactly(length)
+        elif chunked:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def latency_run(port: int, clients: int, rate: float, seconds: float) -> list[float]:
+    """`clients` connections, Poisson arrivals totalling `rate` req/s; latencies in ms."""
+    out: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        conn = Conn(port)
+        per_client = rate / clients
+        try:
+            while time.perf_counter() < deadline:
+                await asyncio.sleep(random.expovariate(per_client))
+                t0 = time.perf_counter()
+                if await conn.call() != 200:
+                    errors += 1
+                out.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    if errors:
+        print(f"  warning: {errors} non-200 answers", file=sys.stderr)
+    return out
+
+
+async def throughput_run(port: int, clients: int, seconds: float) -> tuple[float, list[float]]:
+    done = 0
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        conn = Conn(port)
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                if await conn.call() == 200:
+                    done += 1
+                lat.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return done / (time.perf_counter() - t0), lat
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"process exited: {proc.args}\n{err}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def spawn(
+    args: list[str], cpu: int, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    cmd = ["taskset", "-c", str(cpu), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    wait_port(port, proc)
+    return proc
+
+
+@dataclass
+class Result:
+    name: str
+    p50_1: float
+    p99_1: float
+    p50_50: float
+    p99_50: float
+    rps_10: float
+    rps_50: float
+
+
+async def measure(name: str, port: int, args: argparse.Namespace) -> Result:
+    for _ in range(200):  # warm-up: connections, caches, JIT-free but lazy imports
+        await Conn(port).call()
+    one = await latency_run(port, 1, args.rate / 50, args.seconds)
+    fifty = await latency_run(port, 50, args.rate, args.seconds)
+    rps10, _ = await throughput_run(port, 10, args.seconds)
+    rps50, _ = await throughput_run(port, 50, args.seconds)
+    r = Result(name, statistics.median(one), pct(one, 0.99), pct(fifty, 0.5), pct(fifty, 0.99),
+               rps10, rps50)  # fmt: skip
+    print(
+        f"{name:>16}: 1 conn p50 {r.p50_1:.2f} ms p99 {r.p99_1:.2f} | 50 clients @{args.rate:g}/s "
+        f"p50 {r.p50_50:.2f} p99 {r.p99_50:.2f} | max {r.rps_10:.0f} req/s (10 conns), "
+        f"{r.rps_50:.0f} req/s (50 conns)",
+        flush=True,
+    )
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--rate", type=float, default=200.0, help="offered req/s for the 50 clients")
+    ap.add_argument("--litellm-python", help="a Python with litellm[proxy] (separate venv)")
+    args = ap.parse_args()
+    if (os.cpu_count() or 1) < 2:
+        print("needs two CPUs", file=sys.stderr)
+        return 1
+    os.sched_setaffinity(0, {1})
+    py = sys.executable
+    procs: list[subprocess.Popen[bytes]] = []
+    results: list[Result] = []
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    try:
+        fake_port = free_port()
+        fake_code = (
+            "import uvicorn; from edgellm.gateway.fake import FakeBackend; "
+            f"uvicorn.run(FakeBackend(), host='127.0.0.1', port={fake_port}, log_level='warning',"
+            " access_log=False)"
+        )
+        procs.append(spawn([py, "-c", fake_code], 1, fake_port))
+        results.append(asyncio.run(measure("fake (direct)", fake_port, args)))
+
+        gw_port = free_port()
+        cfg = tmp / "gateway.yaml"
+        cfg.write_text(
+            "models: []\nremote_models:\n  - name: fake\n    tier: edge-small\n    backends:\n"
+            f"      - url: http://127.0.0.1:{fake_port}/v1\n        health_path: null\n"
+            "        max_concurrency: 100000\n"
+        )
+        edgellm = [py, "-m", "edgellm", "serve", "--config", str(cfg), "--port", str(gw_port)]
+        procs.append(spawn([*edgellm, "--log-level", "warning"], 0, gw_port))
+        results.append(asyncio.run(measure("EdgeLLM gateway", gw_port, args)))
+
+        if args.litellm_python:
+            ll_port = free_port()
+            ll_cfg = tmp / "litellm.yaml"
+            ll_cfg.write_text(
+                "model_list:\n  - model_name: fake\n    litellm_params:\n      model: openai/fake\n"
+                f"      api_base: http://127.0.0.1:{fake_port}/v1\n      api_key: sk-fake\n"
+                "litellm_settings:\n  set_verbose: false\n"
+            )
+            litellm = Path(args.litellm_python).parent / "litellm"
+            env = os.environ | {
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_MASTER_KEY": "sk-bench",  # the load generator sends this key
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no internet here
+            }
+            procs.append(
+                spawn(
+                    [
+                        str(litellm),
+                        "--config",
+                        str(ll_cfg),
+                        "--port",
+                        str(ll_port),
+                        "--num_workers",
+                        "1",
+                    ],
+                    0,
+                    ll_port,
+                    env,
+                )
+            )
+            results.append(asyncio.run(measure("LiteLLM proxy", ll_port, args)))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    base = results[0]
+    print("\n| | 1 conn p50 / p99 (ms) | 50 clients p50 / p99 (ms) | added p50 / p99 (ms) "
+          "| max req/s, 10 conns | max req/s, 50 conns |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        added = (f"{r.p50_50 - base.p50_50:+.2f} / {r.p99_50 - base.p99_50:+.2f}"
+                 if r is not base else "-")  # fmt: skip
+        print(f"| {r.name} | {r.p50_1:.2f} / {r.p99_1:.2f} | {r.p50_50:.2f} / {r.p99_50:.2f} | "
+              f"{added} | {r.rps_10:.0f} | {r.rps_50:.0f} |")  # fmt: skip
+    if len(results) == 3:
+        print(
+            "\nEdgeLLM / LiteLLM max req/s (10 conns): "
+            f"{results[1].rps_10 / results[2].rps_10:.1f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
