@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -275,7 +275,6 @@ def run_bench(
     (run_dir / CONFIG).write_text(cfg.model_dump_json(indent=2) + "\n")
     env = environment()
     phases = PhaseTracker()
-    samples: list[ResourceSample] = []
     rapl_start = read_rapl_uj()
     with (
         _server(cfg, run_dir) as (root, pid, profile_applied),
@@ -303,7 +302,6 @@ def run_bench(
             samples = sampler.stop()
             with (run_dir / SAMPLES).open("a", encoding="utf-8") as out:
                 out.writelines(s.model_dump_json() + "\n" for s in samples)
-            finalize(run_dir, cfg, rapl_start=rapl_start, accuracy=accuracy)
     return finalize(run_dir, cfg, rapl_start=rapl_start, accuracy=accuracy)
 
 
@@ -355,6 +353,3 @@ def finalize(
     summary = summarize(records, samples, accuracy, energy)
     (run_dir / SUMMARY).write_text(summary.model_dump_json(indent=2) + "\n")
     return summary
-
-
-ProgressHook = Callable[[RequestRecord], None]
