@@ -243,6 +243,43 @@ def test_killed_node_rejoins(testbed: Testbed, gateway: GatewayProcess) -> None:
     assert revived in served
 
 
+def test_non_streamed_request_in_flight_on_a_killed_node_is_not_lost(
+    testbed: Testbed, gateway: GatewayProcess
+) -> None:
+    """Nothing has reached the client yet, so the gateway may replay it on the survivor."""
+    victim, survivor = _url(testbed, "n1"), _url(testbed, "n2")
+    body = _body("pair", 64)
+    for _ in range(6):  # until one request is alone on n1 (the order rotates)
+        result: dict[str, httpx.Response] = {}
+
+        def send(into: dict[str, httpx.Response] = result) -> None:
+            into["r"] = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=180)
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        with contextlib.suppress(AssertionError):  # already finished: the next round retries
+            _wait_for(
+                lambda: any(r["outstanding"] for r in _replicas(gateway, "pair").values()),
+                timeout=30,
+            )
+        busy = [u for u, r in _replicas(gateway, "pair").items() if r["outstanding"]]
+        if busy == [victim]:
+            testbed.kill("n1")
+            thread.join(timeout=180)
+            break
+        thread.join(timeout=180)
+    else:
+        pytest.fail("no request was ever in flight on n1 alone")
+    r = result["r"]
+    route = r.headers.get("x-edgellm-route", "")
+    print(f"in-flight request on the killed node: {r.status_code}, route: {route}")
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 64
+    assert _replica(r) == survivor  # answered in full by the node that survived
+    testbed.start("n1")
+    _wait_for(lambda: _replicas(gateway, "pair")[victim]["healthy"], timeout=HEALTH_S + MARGIN_S)
+
+
 @contextlib.contextmanager
 def _partitioned(testbed: Testbed, gateway: GatewayProcess) -> Iterator[float]:
     """The cloud link cut (frames silently dropped) until the block ends; yields the seconds the
