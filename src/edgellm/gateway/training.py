@@ -16,9 +16,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse  # type: ignore[import-untyped]
-from sklearn.feature_extraction.text import HashingVectorizer  # type: ignore[import-untyped]
-from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.scorers import FEATURES, LogisticScorer
@@ -26,13 +23,21 @@ from edgellm.gateway.scorers import FEATURES, LogisticScorer
 N_FEATURES = 2**14
 
 
-def _vectorizer() -> HashingVectorizer:
+# scikit-learn and scipy are imported where used: a gateway without a learned policy never pays
+# their start-up time and memory (seconds and ~100 MB on a Pi).
+
+
+def _vectorizer() -> Any:
+    from sklearn.feature_extraction.text import HashingVectorizer  # type: ignore[import-untyped]
+
     return HashingVectorizer(
         n_features=N_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm="l2"
     )
 
 
 def _features(texts: Sequence[str]) -> Any:
+    from scipy import sparse  # type: ignore[import-untyped]
+
     words = _vectorizer().transform(texts)
     lengths = np.array([[math.log1p(len(t))] for t in texts])
     return sparse.hstack([words, sparse.csr_matrix(lengths)]).tocsr()
@@ -50,6 +55,8 @@ class PromptClassifier:
     def fit(
         cls, prompts: Sequence[str], small_ok: Sequence[bool], escalation_rate: float
     ) -> PromptClassifier:
+        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
         if len(set(small_ok)) < 2:
             raise EdgeLLMError("training needs both outcomes (small right and small wrong)")
         clf = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced")
@@ -105,6 +112,8 @@ def calibrate(p_small_ok: Iterable[float], escalation_rate: float) -> float:
 def fit_cascade_scorer(
     rows: Sequence[dict[str, float]], correct: Sequence[bool], features: Sequence[str] = FEATURES
 ) -> LogisticScorer:
+    from sklearn.linear_model import LogisticRegression
+
     if len(set(correct)) < 2:
         raise EdgeLLMError("training needs both right and wrong answers")
     x = np.array([[float(r[f]) for f in features] for r in rows])
