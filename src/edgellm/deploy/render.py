@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from typing import Any
 
@@ -13,7 +12,8 @@ import yaml
 from edgellm.config import EdgeLLMConfig, HttpBackendConfig, ModelConfig, RemoteModelConfig
 from edgellm.deploy.dashboard import grafana_dashboard
 from edgellm.deploy.prometheus import scrape_config
-from edgellm.deploy.spec import ClusterSpec, NodeWorkload, slug
+from edgellm.deploy.runtimes import RUNTIMES
+from edgellm.deploy.spec import ClusterSpec, slug
 
 Obj = dict[str, Any]
 PORT = 8080
@@ -131,17 +131,6 @@ def _pi_affinity(spec: ClusterSpec, extra: dict[str, str], instance: str) -> Obj
     }
 
 
-def _threads(model: ModelConfig, work: NodeWorkload) -> int:
-    """llama.cpp threads: the configured count, else the CPU limit (more would be throttled)."""
-    if model.engine.n_threads:
-        return model.engine.n_threads
-    limit = work.resources.cpu_limit
-    if limit is None:
-        return 0
-    cores = float(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
-    return max(1, math.floor(cores))
-
-
 # --- node workloads ----------------------------------------------------------------------------
 
 
@@ -151,25 +140,6 @@ def node_objects(spec: ClusterSpec, model: ModelConfig) -> list[Obj]:
     labels = _labels("node", name) | {"edgellm.io/model": slug(model.name)}
     selector = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "node"}
     pod_sec, ctr_sec = _security()
-    args = [
-        "node",
-        "--model",
-        model.source,
-        "--name",
-        model.name,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(PORT),
-        "--threads",
-        str(_threads(model, work)),
-        "--ctx",
-        str(model.engine.n_ctx),
-        "--max-queue",
-        str(model.engine.max_queue),
-    ]
-    if model.engine.seed is not None:
-        args += ["--seed", str(model.engine.seed)]
     mounts: list[Obj] = []
     volumes: list[Obj] = []
     if spec.models_host_path:
@@ -182,10 +152,8 @@ def node_objects(spec: ClusterSpec, model: ModelConfig) -> list[Obj]:
         )
     container: Obj = {
         "name": "node",
-        "image": spec.image,
+        **RUNTIMES[work.runtime](spec, model, work),
         "imagePullPolicy": spec.image_pull_policy,
-        "command": ["edgellm"],
-        "args": args,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "resources": work.resources.render(),
         # /health is 503 while the model loads: the startup probe allows for that, readiness

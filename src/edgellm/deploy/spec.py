@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgellm.config import ConfigError, EdgeLLMConfig, format_validation_error
+from edgellm.deploy.runtimes import RUNTIMES, check_source
 
 # K3s ships upstream Kubernetes; the manifests are validated against this version's schemas.
 K3S_KUBERNETES_VERSION = "1.34.0"
@@ -45,6 +46,7 @@ class NodeWorkload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    runtime: str = Field("edgellm", description="edgellm (edgellm node) or llama-server")
     kind: Literal["Deployment", "DaemonSet"] = Field(
         "Deployment", description="DaemonSet: one replica on every labelled node"
     )
@@ -74,6 +76,9 @@ class ClusterSpec(BaseModel):
 
     namespace: str = Field("edgellm", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     image: str = Field("ghcr.io/edgellm/edgellm:0.1.0", min_length=1)
+    llama_server_image: str = Field(
+        "ghcr.io/ggml-org/llama.cpp:server", description="for models with runtime llama-server"
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     kubernetes_version: str = Field(K3S_KUBERNETES_VERSION, pattern=r"^1\.\d+\.\d+$")
     pi_label: str = Field("edgellm.io/pi", pattern=_LABEL, description="label on the Pi nodes")
@@ -94,6 +99,16 @@ class ClusterSpec(BaseModel):
         unknown = sorted(set(self.nodes) - local)
         if unknown:
             raise ValueError(f"nodes: {unknown} are not models in config.models")
+        for model in self.config.models:
+            runtime = self.workload(model.name).runtime
+            if runtime not in RUNTIMES:
+                raise ValueError(
+                    f"nodes.{model.name}.runtime: unknown {runtime!r}; "
+                    f"choose from {', '.join(RUNTIMES)}"
+                )
+            problem = check_source(runtime, model)
+            if problem:
+                raise ValueError(problem)
         slugs = [slug(m) for m in local]
         if len(set(slugs)) != len(slugs):
             raise ValueError("two model names map to the same Kubernetes name")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from edgellm.cli import app
@@ -223,3 +224,37 @@ def test_cli_reports_a_bad_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["deploy", "render", "--config", str(bad)])
     assert result.exit_code == 1
     assert "namespace" in result.output
+
+
+def _with_llama_server(spec: ClusterSpec, source: str) -> dict[str, Any]:
+    data = spec.model_dump(mode="json")
+    data["config"]["models"][0]["source"] = source
+    data["nodes"]["smollm2-135m-instruct"]["runtime"] = "llama-server"
+    return data
+
+
+def test_llama_server_runtime_renders_a_valid_node(spec: ClusterSpec) -> None:
+    other = ClusterSpec.model_validate(_with_llama_server(spec, "/models/smollm2.q4_1.gguf"))
+    workload, service, _ = r.node_objects(other, other.config.models[0])
+    assert validate(workload, K3S_KUBERNETES_VERSION) is None
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/ggml-org/llama.cpp:server"
+    assert "command" not in container  # the image's own entrypoint is llama-server
+    args = container["args"]
+    assert args[args.index("-m") + 1] == "/models/smollm2.q4_1.gguf"
+    assert args[args.index("--alias") + 1] == "smollm2-135m-instruct"
+    assert args[args.index("-t") + 1] == "2"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert service["spec"]["clusterIP"] == "None"  # the gateway finds it the same way
+
+
+def test_llama_server_runtime_needs_a_gguf_under_models(spec: ClusterSpec) -> None:
+    with pytest.raises(ValidationError, match="GGUF file under /models"):
+        ClusterSpec.model_validate(_with_llama_server(spec, "smollm2-135m-instruct"))
+
+
+def test_unknown_runtime_is_rejected(spec: ClusterSpec) -> None:
+    data = spec.model_dump(mode="json")
+    data["nodes"]["smollm2-135m-instruct"]["runtime"] = "vllm"
+    with pytest.raises(ValidationError, match="unknown 'vllm'"):
+        ClusterSpec.model_validate(data)
