@@ -45,8 +45,8 @@ def cluster_spec() -> TestbedSpec:
 
 
 @pytest.fixture(scope="session")
-def testbed() -> Iterator[Testbed]:
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     for prefix in (PREFIX, *OTHER_PREFIXES):
         teardown(prefix)  # whatever a crashed earlier run left behind
-    with Testbed(cluster_spec()) as tb:
+    with Testbed(cluster_spec(), log_dir=tmp_path_factory.mktemp("testbed")) as tb:
         yield tb

@@ -181,6 +181,8 @@ def test_testbed_up_cleans_up_on_sigterm(tmp_path: Path) -> None:
             "120",
             "--state",
             str(state),
+            "--log-dir",
+            str(tmp_path / "logs"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

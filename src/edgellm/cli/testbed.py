@@ -31,6 +31,9 @@ def up(
     no_cloud: bool = typer.Option(False, "--no-cloud", help="no cloud node"),
     duration: float = typer.Option(0, help="seconds to stay up; 0 = until Ctrl-C"),
     state: Path | None = typer.Option(None, help="write the node URLs here as JSON"),
+    log_dir: Path | None = typer.Option(
+        None, help="node and gateway logs (default: a new temp dir)"
+    ),
     gateway_port: int = typer.Option(
         0, help="also run the gateway (edgellm serve) on 127.0.0.1:PORT in front of the nodes"
     ),
@@ -57,7 +60,9 @@ def up(
     except ValidationError as exc:
         err.print(f"[red]error:[/red] {format_validation_error(exc)}")
         raise typer.Exit(1) from None
-    testbed = Testbed(spec, shaper=shaper)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    testbed = Testbed(spec, shaper=shaper, log_dir=log_dir)
     try:
         with testbed, contextlib.ExitStack() as stack:
             info = testbed.describe()
