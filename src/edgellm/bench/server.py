@@ -70,6 +70,14 @@ def _cap_memory(pid: int, limit: int, name: str) -> dict[str, object]:
     return {"memory_cap_bytes": None, "memory_cap_error": "; ".join(errors) or "no cgroup fs"}
 
 
+def release_cgroup(applied: dict[str, object]) -> None:
+    """Remove the cgroup `apply_profile` made, once its process has exited."""
+    path = applied.get("cgroup")
+    if isinstance(path, str):
+        with contextlib.suppress(OSError):
+            Path(path).rmdir()
+
+
 class LocalServer:
     """`with LocalServer("smollm2-135m-instruct") as server: server.url ...`"""
 
@@ -144,11 +152,11 @@ class LocalServer:
         raise LocalServerError(f"edgellm node did not become healthy in {self.startup_timeout_s}s")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        release_cgroup(self.profile_applied)
