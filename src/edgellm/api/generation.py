@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
@@ -18,7 +19,7 @@ from edgellm.api.schemas import (
     ChatDelta,
     CompletionRequest,
 )
-from edgellm.engine.types import Failed, Finished, TextDelta
+from edgellm.engine.types import Failed, Finished, TextDelta, TokenLogprob
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
@@ -107,6 +108,11 @@ async def _collect_rerouting(
             routed = await route_watching(router, call, request)
 
 
+def _top(lps: tuple[TokenLogprob, ...] | list[TokenLogprob], k: int) -> list[TokenLogprob]:
+    """The client's number of alternatives (a cascade may have asked the upstream for more)."""
+    return [lp if len(lp.top) <= k else replace(lp, top=lp.top[:k]) for lp in lps]
+
+
 def _as_edgellm_error(exc: Exception) -> EdgeLLMError:
     return exc if isinstance(exc, EdgeLLMError) else EdgeLLMError(f"generation failed: {exc}")
 
@@ -150,6 +156,7 @@ async def chat_completions(
             headers=SSE_HEADERS | {ROUTE_HEADER: routed.info.header()},
         )
     routed, got, done = await _collect_rerouting(router, call, request, routed)
+    got.logprobs = _top(got.logprobs, body.top_logprobs or 0)
     ids.model = _response_model(body, routed)
     if on_finish is not None:
         on_finish(got.text)
@@ -173,7 +180,9 @@ async def _chat_events(
                 yield render.chat_chunk(
                     ids,
                     ChatDelta(content=event.text),
-                    logprobs=render.chat_logprobs(event.logprobs) if body.logprobs else None,
+                    logprobs=render.chat_logprobs(_top(event.logprobs, body.top_logprobs or 0))
+                    if body.logprobs
+                    else None,
                     include_usage=usage,
                 )
             elif isinstance(event, Finished):
@@ -215,6 +224,7 @@ async def completions(
             headers=SSE_HEADERS | {ROUTE_HEADER: routed.info.header()},
         )
     routed, got, done = await _collect_rerouting(router, call, request, routed)
+    got.logprobs = _top(got.logprobs, body.logprobs or 0)
     ids.model = _response_model(body, routed)
     out = render.completion(ids, got, done, echo=routed.echo, with_logprobs=with_logprobs)
     return _whole(out, routed)
@@ -233,7 +243,11 @@ async def _completion_events(
             yield render.completion_chunk(ids, echo, include_usage=usage)
         async for event in stream:
             if isinstance(event, TextDelta):
-                lps = render.completion_logprobs(event.logprobs, offset) if with_logprobs else None
+                lps = (
+                    render.completion_logprobs(_top(event.logprobs, body.logprobs or 0), offset)
+                    if with_logprobs
+                    else None
+                )
                 offset += len(event.text)
                 yield render.completion_chunk(ids, event.text, logprobs=lps, include_usage=usage)
             elif isinstance(event, Finished):

@@ -130,7 +130,8 @@ class FakeBackend:
 
         watcher = asyncio.create_task(watch())
         try:
-            await self._stream(tokens, finish, chat, want_lp, ident, started, send, gone)
+            top_k = int(body.get("top_logprobs") or 0) if chat else 0
+            await self._stream(tokens, finish, chat, want_lp, top_k, ident, started, send, gone)
         finally:
             watcher.cancel()
 
@@ -140,6 +141,7 @@ class FakeBackend:
         finish: str,
         chat: bool,
         want_lp: bool,
+        top_k: int,
         ident: dict[str, Any],
         started: float,
         send: Send,
@@ -158,7 +160,10 @@ class FakeBackend:
                 "token": tok,
                 "logprob": b.logprob,
                 "bytes": list(tok.encode()),
-                "top_logprobs": [],
+                "top_logprobs": [
+                    {"token": f"{tok}~{k}", "logprob": b.logprob - 1 - k, "bytes": []}
+                    for k in range(top_k)
+                ],
             }
             if chat:
                 choice = {"index": 0, "delta": {"content": tok}, "finish_reason": None}

@@ -121,6 +121,14 @@ def test_cascade_escalates_on_low_confidence(tiers: tuple[Fake, Fake, Fake], str
             assert route["escalations"] == [] and route["scores"]["small"]["score"] == -0.1
             assert small.backend.last_body["logprobs"] is True  # asked for, to score
 
+            if not stream:  # the client asked for 1 alternative; the cascade asked for 5
+                r = http.post(
+                    "/v1/chat/completions",
+                    json=chat("hi", model="cascade", logprobs=True, top_logprobs=1),
+                )
+                content = r.json()["choices"][0]["logprobs"]["content"]
+                assert content and all(len(c["top_logprobs"]) <= 1 for c in content)
+
             small.b.logprob = -3.0  # unsure: escalate; the large one is unsure too
             large.b.logprob = -2.0
             text, route = ask()
