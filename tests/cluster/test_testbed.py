@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from edgellm.cli import app
 from edgellm.testbed import host
-from edgellm.testbed.cluster import Testbed, pid_file, teardown
+from edgellm.testbed.cluster import Testbed, pid_file, record_pid, teardown
 from edgellm.testbed.host import TestbedError
 from edgellm.testbed.spec import NODE_PORT, NodeSpec, TestbedSpec
 from tests.cluster.conftest import LINK
@@ -255,9 +255,8 @@ def test_down_kills_recorded_helper_processes() -> None:
         [sys.executable, "-c", "import time; time.sleep(60)", "edgellm"], start_new_session=True
     )
     try:
-        path = pid_file("eltz", "gateway")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(str(proc.pid))
+        path = record_pid("eltz", "gateway", proc.pid)
+        assert path == pid_file("eltz", "gateway")
         removed = teardown("eltz")
         assert proc.wait(timeout=10) == -signal.SIGKILL
         assert f"process {proc.pid} (gateway)" in removed

@@ -71,13 +71,27 @@ def pid_file(prefix: str, name: str) -> Path:
     return RUN_DIR / prefix / f"{name}.pid"
 
 
+def process_start_time(pid: int) -> str:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat): with the pid, it names one
+    process for good, since pids are reused."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def record_pid(prefix: str, name: str, pid: int) -> Path:
+    path = pid_file(prefix, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid} {process_start_time(pid)}")
+    return path
+
+
 def _kill_recorded(prefix: str) -> list[str]:
     killed = []
     for path in sorted((RUN_DIR / prefix).glob("*.pid")):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(path.read_text())
-            # Only if it still is what we started (pids are reused).
-            if b"edgellm" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid_text, started = path.read_text().split()
+            pid = int(pid_text)
+            if process_start_time(pid) == started:  # still the process we started
                 os.killpg(pid, signal.SIGKILL)
                 killed.append(f"process {pid} ({path.stem})")
         path.unlink(missing_ok=True)

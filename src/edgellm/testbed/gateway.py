@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
-from edgellm.testbed.cluster import Testbed, pid_file
+from edgellm.testbed.cluster import Testbed, record_pid
 from edgellm.testbed.host import TestbedError
 
 
@@ -112,9 +112,7 @@ class GatewayProcess:
                 start_new_session=True,
             )
         # Recorded so that `edgellm testbed down` finds it even if this harness is SIGKILLed.
-        self.pid_path = pid_file(self.testbed.prefix, self.name)
-        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
-        self.pid_path.write_text(str(self.proc.pid))
+        self.pid_path = record_pid(self.testbed.prefix, self.name, self.proc.pid)
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while True:
