@@ -9,7 +9,10 @@ Measured for the bare fake backend, the EdgeLLM gateway and LiteLLM, in the same
 - latency at 1 connection (median, p99);
 - latency at 50 concurrent clients at a moderate offered load (--rate req/s in total, Poisson
   arrivals per client), p50 and p99, and the difference to the bare backend (= added latency);
-- maximum requests/s with 10 and with 50 connections (closed loop, --seconds each).
+- maximum requests/s with 10 and with 50 connections (closed loop, --seconds each);
+- CPU time of the server process per request during those runs (psutil): on a shared machine the
+  requests/s depend on what else runs, the CPU cost per request much less (1000 / it = the
+  requests/s one free core could serve).
 
     .venv/bin/python benchmarks/gateway_overhead.py [--litellm-python /path/to/python] [--seconds 8]
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -29,6 +33,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 BODY = json.dumps(
     {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
@@ -176,21 +182,35 @@ class Result:
     p99_50: float
     rps_10: float
     rps_50: float
+    cpu_ms: float  # CPU time of the server process(es) per request, during the max-rate runs
 
 
-async def measure(name: str, port: int, args: argparse.Namespace) -> Result:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (LiteLLM may fork a worker)."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def measure(name: str, port: int, pid: int, args: argparse.Namespace) -> Result:
     for _ in range(200):  # warm-up: connections, caches, JIT-free but lazy imports
         await Conn(port).call()
     one = await latency_run(port, 1, args.rate / 50, args.seconds)
     fifty = await latency_run(port, 50, args.rate, args.seconds)
-    rps10, _ = await throughput_run(port, 10, args.seconds)
-    rps50, _ = await throughput_run(port, 50, args.seconds)
+    cpu0 = cpu_seconds(pid)
+    rps10, lat10 = await throughput_run(port, 10, args.seconds)
+    rps50, lat50 = await throughput_run(port, 50, args.seconds)
+    cpu_ms = (cpu_seconds(pid) - cpu0) * 1e3 / max(1, len(lat10) + len(lat50))
     r = Result(name, statistics.median(one), pct(one, 0.99), pct(fifty, 0.5), pct(fifty, 0.99),
-               rps10, rps50)  # fmt: skip
+               rps10, rps50, cpu_ms)  # fmt: skip
     print(
         f"{name:>16}: 1 conn p50 {r.p50_1:.2f} ms p99 {r.p99_1:.2f} | 50 clients @{args.rate:g}/s "
         f"p50 {r.p50_50:.2f} p99 {r.p99_50:.2f} | max {r.rps_10:.0f} req/s (10 conns), "
-        f"{r.rps_50:.0f} req/s (50 conns)",
+        f"{r.rps_50:.0f} req/s (50 conns) | {r.cpu_ms:.2f} ms CPU/request",
         flush=True,
     )
     return r
@@ -218,7 +238,7 @@ def main() -> int:
             " access_log=False)"
         )
         procs.append(spawn([py, "-c", fake_code], 1, fake_port))
-        results.append(asyncio.run(measure("fake (direct)", fake_port, args)))
+        results.append(asyncio.run(measure("fake (direct)", fake_port, procs[-1].pid, args)))
 
         gw_port = free_port()
         cfg = tmp / "gateway.yaml"
@@ -229,7 +249,7 @@ def main() -> int:
         )
         edgellm = [py, "-m", "edgellm", "serve", "--config", str(cfg), "--port", str(gw_port)]
         procs.append(spawn([*edgellm, "--log-level", "warning"], 0, gw_port))
-        results.append(asyncio.run(measure("EdgeLLM gateway", gw_port, args)))
+        results.append(asyncio.run(measure("EdgeLLM gateway", gw_port, procs[-1].pid, args)))
 
         if args.litellm_python:
             ll_port = free_port()
@@ -261,7 +281,7 @@ def main() -> int:
                     env,
                 )
             )
-            results.append(asyncio.run(measure("LiteLLM proxy", ll_port, args)))
+            results.append(asyncio.run(measure("LiteLLM proxy", ll_port, procs[-1].pid, args)))
     finally:
         for p in procs:
             p.terminate()
@@ -272,13 +292,13 @@ def main() -> int:
                 p.kill()
     base = results[0]
     print("\n| | 1 conn p50 / p99 (ms) | 50 clients p50 / p99 (ms) | added p50 / p99 (ms) "
-          "| max req/s, 10 conns | max req/s, 50 conns |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- |")
+          "| max req/s, 10 conns | max req/s, 50 conns | server CPU ms/request |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         added = (f"{r.p50_50 - base.p50_50:+.2f} / {r.p99_50 - base.p99_50:+.2f}"
                  if r is not base else "-")  # fmt: skip
         print(f"| {r.name} | {r.p50_1:.2f} / {r.p99_1:.2f} | {r.p50_50:.2f} / {r.p99_50:.2f} | "
-              f"{added} | {r.rps_10:.0f} | {r.rps_50:.0f} |")  # fmt: skip
+              f"{added} | {r.rps_10:.0f} | {r.rps_50:.0f} | {r.cpu_ms:.2f} |")  # fmt: skip
     if len(results) == 3:
         print(
             "\nEdgeLLM / LiteLLM max req/s (10 conns): "

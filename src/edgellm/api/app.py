@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import generate_latest
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgellm import __version__
@@ -105,7 +106,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         canonical = router.names.get(model)
         if pool is None or (canonical is not None and canonical not in pool.model_names):
             raise InvalidRequestError(
-                f"'{model}' is served remotely; this endpoint is for in-process models",
+                f"'{model}' is served remotely by a server without this endpoint",
                 param="model",
             )
         return pool.get(model)
@@ -135,10 +136,28 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     ) -> JSONResponse | StreamingResponse:
         return await generation.completions(body, request, router, make_call(body, request))
 
-    @app.post("/v1/loglikelihood")
+    async def forwarded(
+        request: Request, model: str | None, path: str, body: BaseModel, *, under_v1: bool
+    ) -> JSONResponse | None:
+        """Requests for a remote model go to one of its replicas (EdgeLLM nodes serve these
+        endpoints; other servers answer 404, passed on as it is)."""
+        remote = router.remote_model(model) if model else None
+        if remote is None:
+            return None
+        request.state.model = model
+        payload = body.model_dump(exclude_none=True)
+        status, data = await router.forward(remote, path, payload, under_v1=under_v1)
+        if isinstance(data, dict) and "model" in data:
+            data["model"] = model
+        return JSONResponse(data, status_code=status)
+
+    @app.post("/v1/loglikelihood", response_model=None)
     async def loglikelihood(
         body: LoglikelihoodRequestBody, request: Request
-    ) -> LoglikelihoodResponse:
+    ) -> LoglikelihoodResponse | JSONResponse:
+        remote = await forwarded(request, body.model, "/loglikelihood", body, under_v1=True)
+        if remote is not None:
+            return remote
         engine = local_engine(request, body.model)
         results = await engine.loglikelihood([(i.context, i.continuation) for i in body.items])
         return LoglikelihoodResponse(
@@ -159,13 +178,23 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         first = pool.model_names[0] if pool is not None else ""
         return local_engine(request, model or first)
 
-    @app.post("/tokenize")
-    async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, list[int]]:
+    @app.post("/tokenize", response_model=None)
+    async def tokenize(
+        body: TokenizeRequest, request: Request
+    ) -> dict[str, list[int]] | JSONResponse:
+        remote = await forwarded(request, body.model, "/tokenize", body, under_v1=False)
+        if remote is not None:
+            return remote
         engine = default_engine(request, body.model)
         return {"tokens": engine.tokenize(body.content, add_special=body.add_special)}
 
-    @app.post("/detokenize")
-    async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, str]:
+    @app.post("/detokenize", response_model=None)
+    async def detokenize(
+        body: DetokenizeRequest, request: Request
+    ) -> dict[str, str] | JSONResponse:
+        remote = await forwarded(request, body.model, "/detokenize", body, under_v1=False)
+        if remote is not None:
+            return remote
         engine = default_engine(request, body.model)
         return {"content": engine.detokenize(body.tokens)}
 

@@ -57,6 +57,25 @@ class FakeBackend:
         if path == "/v1/models":
             await _json(send, 200, {"object": "list", "data": [{"id": self.behaviour.name}]})
             return
+        if path in {"/v1/loglikelihood", "/tokenize"}:
+            raw = b""
+            while True:
+                msg = await receive()
+                raw += msg.get("body", b"")
+                if not msg.get("more_body"):
+                    break
+            body = json.loads(raw or b"{}")
+            self.last_body = body
+            if path == "/tokenize":
+                await _json(send, 200, {"tokens": list(range(len(body["content"].split())))})
+                return
+            data = [
+                {"index": i, "logprob": -1.0, "is_greedy": True, "n_tokens": 1,
+                 "token_logprobs": [-1.0]}
+                for i, _ in enumerate(body["items"])
+            ]  # fmt: skip
+            await _json(send, 200, {"object": "list", "model": body["model"], "data": data})
+            return
         if path not in {"/v1/chat/completions", "/v1/completions"}:
             await _json(send, 404, {"error": {"message": "not found", "type": "invalid"}})
             return

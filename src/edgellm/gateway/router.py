@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -236,6 +237,41 @@ class Router:
             known = ", ".join([*self.models, *self.policies, "auto"])
             raise ModelNotFoundError(f"The model '{name}' does not exist. Available: {known}")
         return await self.execute(call, [self.models[canonical]], RouteInfo())
+
+    def remote_model(self, name: str) -> RoutedModel | None:
+        """The model behind `name` if it is served over HTTP (None: in-process or unknown)."""
+        model = self.models.get(self.names.get(name, ""))
+        if model is None or any(r.kind == "engine" for r in model.replicas):
+            return None
+        return model
+
+    async def forward(
+        self, model: RoutedModel, path: str, payload: dict[str, Any], *, under_v1: bool = True
+    ) -> tuple[int, Any]:
+        """POST a non-generation request (log-likelihood, tokenize) to the first replica that
+        answers, failing over on connection errors and 5xx. Returns (status, JSON body)."""
+        last = "no replica"
+        for replica in model.ordered_replicas():
+            if not isinstance(replica, HttpBackend):
+                continue
+            base = replica.base_url if under_v1 else replica.base_url.removesuffix("/v1")
+            body = payload | {"model": replica.upstream_model}
+            try:
+                r = await self.client.post(
+                    base + path, json=body, headers=replica.auth_headers(), timeout=600.0
+                )
+            except httpx.HTTPError as exc:
+                replica.state.record_failure(_short(exc))
+                last = f"{replica.id}: {type(exc).__name__}"
+                continue
+            if r.status_code >= 500:
+                last = f"{replica.id} answered {r.status_code}"
+                continue
+            try:
+                return r.status_code, r.json()
+            except ValueError:
+                last = f"{replica.id}: not JSON"
+        raise NoBackendError(f"no replica of {model.name} answered {path}: {last}")
 
     async def execute(
         self, call: Call, models: list[RoutedModel], info: RouteInfo, *, fallback: bool = True

@@ -278,3 +278,29 @@ def test_active_health_check_takes_replica_out(fakes: list[Fake]) -> None:
             assert sick.backend.requests == before
     finally:
         gw.stop()
+
+
+def test_loglikelihood_and_tokenize_go_to_a_remote_replica(fakes: list[Fake]) -> None:
+    node = fakes[1]
+    gw = start_gateway(
+        {
+            "models": [],
+            "remote_models": [
+                remote("node", ["http://127.0.0.1:9/v1", node.base_url], "edge-small", model="n")
+            ],
+        }
+    )
+    try:
+        with gw.http() as http:
+            items = [{"context": "a", "continuation": " b"}, {"context": "c", "continuation": " d"}]
+            r = http.post("/v1/loglikelihood", json={"model": "node", "items": items})
+            assert r.status_code == 200, r.text
+            assert r.json()["model"] == "node" and [d["logprob"] for d in r.json()["data"]] == [
+                -1.0,
+                -1.0,
+            ]
+            assert node.backend.last_body["model"] == "n"  # the upstream's own name
+            r = http.post("/tokenize", json={"model": "node", "content": "one two three"})
+            assert r.json() == {"tokens": [0, 1, 2]}
+    finally:
+        gw.stop()

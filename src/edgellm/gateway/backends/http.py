@@ -56,7 +56,7 @@ class HttpBackend:
         self.first_token_timeout_s: float | None = config.first_token_timeout_s
         self._ctx: int | None = None
 
-    def _headers(self) -> dict[str, str]:
+    def auth_headers(self) -> dict[str, str]:
         if not self.config.api_key_env:
             return {}
         key = os.environ.get(self.config.api_key_env, "")
@@ -91,7 +91,7 @@ class HttpBackend:
             "POST",
             self.base_url + path,
             json=self.payload(call),
-            headers=self._headers(),
+            headers=self.auth_headers(),
             timeout=timeout,
         )
         try:
