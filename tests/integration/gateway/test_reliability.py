@@ -304,3 +304,25 @@ def test_loglikelihood_and_tokenize_go_to_a_remote_replica(fakes: list[Fake]) ->
             assert r.json() == {"tokens": [0, 1, 2]}
     finally:
         gw.stop()
+
+
+def test_whole_request_timeout(fakes: list[Fake]) -> None:
+    fakes[0].b.token_delay_s = 0.2
+    fakes[0].b.reply = ["r", *[" x"] * 20]
+    gw = start_gateway(
+        {
+            "models": [],
+            "remote_models": [remote("edge", [fakes[0].base_url], "edge-small", timeout_s=0.5)],
+            "router": {"retries": 0},
+        }
+    )
+    try:
+        with gw.http() as http:
+            body = {"model": "edge", **CHAT, "max_tokens": 20}
+            r = http.post("/v1/chat/completions", json=body)
+            assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]
+            with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+                lines = [x for x in s.iter_lines() if x.startswith("data:")]
+            assert '"error"' in lines[-2] and lines[-1] == "data: [DONE]"
+    finally:
+        gw.stop()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -117,7 +118,9 @@ class HttpBackend:
         body = call.body
         if not call.is_chat and getattr(body, "echo", False) and isinstance(body.prompt, str):  # type: ignore[union-attr]
             echo = body.prompt  # type: ignore[union-attr]
-        return HttpStream(response, self.id, chat=call.is_chat, strip_echo=echo), echo
+        stream = HttpStream(response, self.id, chat=call.is_chat, strip_echo=echo)
+        stream.deadline = time.monotonic() + self.config.timeout_s
+        return stream, echo
 
     async def check_health(self) -> bool:
         if self.config.health_path is None:
@@ -156,6 +159,7 @@ class HttpStream:
         self._source = source
         self._chat = chat
         self._strip = strip_echo  # the upstream echoes the prompt too: send it only once
+        self.deadline = float("inf")  # monotonic time by which the whole answer must be in
 
     def cancel(self) -> None:
         if not self._response.is_closed:
@@ -172,6 +176,9 @@ class HttpStream:
             async for line in self._response.aiter_lines():
                 # after [DONE], read on to the end of the body: a response closed early takes
                 # its keep-alive connection with it
+                if time.monotonic() > self.deadline:
+                    yield Failed(UpstreamError(f"{self._source}: request timed out", status=504))
+                    return
                 if done or not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
