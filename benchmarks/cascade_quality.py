@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import threading
 import time
@@ -44,7 +43,12 @@ from edgellm.evals.runner import ITEMS_FILE, run_eval
 from edgellm.evals.scorers import make_scorer
 from edgellm.evals.tasks import get_task
 from edgellm.gateway.scorers import FEATURES, Confidence
-from edgellm.gateway.training import PromptClassifier, calibrate, fit_cascade_scorer
+from edgellm.gateway.training import (
+    PromptClassifier,
+    calibrate,
+    eval_confidence,
+    fit_cascade_scorer,
+)
 
 SMALL, LARGE = "smollm2-135m-instruct", "gemma3-270m"
 RATES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -58,21 +62,6 @@ class Item:
     small_correct: bool
     large_correct: bool
     conf: Confidence
-
-
-def confidence_of(record: dict[str, Any]) -> Confidence:
-    lps = np.array(record["choice_logprobs"], dtype=float)
-    probs = np.exp(lps - lps.max())
-    probs /= probs.sum()
-    pred = int(record["pred"])
-    n_tok = max(1, int(record["choice_tokens"][pred]))
-    entropy = float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum())
-    return Confidence(
-        mean_logprob=float(math.log(max(probs[pred], 1e-12))),
-        min_logprob=float(lps[pred] / n_tok),
-        mean_entropy=entropy,
-        n_tokens=n_tok,
-    )
 
 
 def start_server(threads: int) -> tuple[str, uvicorn.Server, threading.Thread]:
@@ -123,7 +112,7 @@ def join(task_name: str, records: dict[str, list[dict[str, Any]]]) -> list[Item]
             continue
         items.append(
             Item(r["item_id"], prompts.get(r["item_id"], ""), r["correct"], other["correct"],
-                 confidence_of(r))
+                 eval_confidence(r))
         )  # fmt: skip
     items.sort(key=lambda it: int(it.id.rsplit("-", 1)[1]))
     return items

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,7 +16,7 @@ console = Console()
 
 @app.command()
 def train(
-    outcomes: Path = typer.Argument(..., help="JSON lines of labelled outcomes"),
+    outcomes: Path | None = typer.Argument(None, help="JSON lines of labelled outcomes"),
     out: Path = typer.Option(..., "--out", "-o", help="where to write the model (JSON)"),
     kind: str = typer.Option(
         "learned", help="learned: prompt classifier; cascade: logistic confidence scorer"
@@ -23,6 +24,11 @@ def train(
     escalation_rate: float = typer.Option(
         0.3, min=0.0, max=1.0, help="learned: fraction of the training prompts sent up a tier"
     ),
+    small_evals: Path | None = typer.Option(
+        None, help="instead of OUTCOMES: the small model's items.jsonl from `edgellm eval`"
+    ),
+    large_evals: Path | None = typer.Option(None, help="... and the large model's"),
+    task: str | None = typer.Option(None, help="the eval task (for the prompts)"),
 ) -> None:
     """Train from outcomes. learned: lines {"prompt", "small_correct", "large_correct"};
     cascade: lines {"features": {mean_logprob, min_logprob, mean_entropy, n_tokens},
@@ -30,7 +36,12 @@ def train(
     from edgellm.gateway.training import PromptClassifier, fit_cascade_scorer, read_jsonl
 
     try:
-        rows = read_jsonl(outcomes)
+        if outcomes is not None:
+            rows = read_jsonl(outcomes)
+        elif small_evals and large_evals and task:
+            rows = _rows_from_evals(small_evals, large_evals, task, kind)
+        else:
+            raise EdgeLLMError("give OUTCOMES, or --small-evals, --large-evals and --task")
         if kind == "learned":
             prompts = [str(r["prompt"]) for r in rows]
             ok = [bool(r["small_correct"]) or not bool(r.get("large_correct", True)) for r in rows]
@@ -55,6 +66,19 @@ def train(
     except EdgeLLMError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from exc
+
+
+def _rows_from_evals(small: Path, large: Path, task: str, kind: str) -> list[dict[str, Any]]:
+    from edgellm.evals.tasks import get_task
+    from edgellm.gateway.training import outcomes_from_evals
+
+    try:
+        items = get_task(task).load()
+    except KeyError as exc:
+        raise EdgeLLMError(str(exc.args[0])) from exc
+    prompts = {it.id: it.requests[0][0] for it in items if it.requests}
+    router_rows, cascade_rows = outcomes_from_evals(small, large, prompts)
+    return router_rows if kind == "learned" else cascade_rows
 
 
 @app.command("hash-key")

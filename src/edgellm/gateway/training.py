@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgellm.errors import EdgeLLMError
-from edgellm.gateway.scorers import FEATURES, LogisticScorer
+from edgellm.gateway.scorers import FEATURES, Confidence, LogisticScorer
 
 N_FEATURES = 2**14
 
@@ -137,3 +137,43 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             except ValueError as exc:
                 raise EdgeLLMError(f"{path}:{n}: not JSON: {exc}") from exc
     return rows
+
+
+# -- outcomes from the testbed's evals (`edgellm eval`, per-item JSONL) -------------------------
+
+
+def eval_confidence(record: dict[str, Any]) -> Confidence:
+    """A multiple-choice answer's confidence, in the cascade's feature names: the log of the
+    chosen choice's probability normalised over the choices, its per-token log-prob, the entropy
+    over the choices, and its length in tokens."""
+    lps = np.array(record["choice_logprobs"], dtype=float)
+    probs = np.exp(lps - lps.max())
+    probs /= probs.sum()
+    pred = int(record["pred"])
+    n_tok = max(1, int(record["choice_tokens"][pred]))
+    return Confidence(
+        mean_logprob=float(math.log(max(float(probs[pred]), 1e-12))),
+        min_logprob=float(lps[pred] / n_tok),
+        mean_entropy=float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum()),
+        n_tokens=n_tok,
+    )
+
+
+def outcomes_from_evals(
+    small: Path, large: Path, prompts: dict[str, str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Join two models' eval records by `item_id`: rows for the learned router ({prompt,
+    small_correct, large_correct}) and for the cascade scorer ({features, correct})."""
+    large_by_id = {r["item_id"]: r for r in read_jsonl(large)}
+    router_rows, cascade_rows = [], []
+    for r in read_jsonl(small):
+        conf = eval_confidence(r)
+        cascade_rows.append({"features": dict(zip(FEATURES, conf.vector(), strict=True)),
+                             "correct": bool(r["correct"])})  # fmt: skip
+        other = large_by_id.get(r["item_id"])
+        if other is not None and r["item_id"] in prompts:
+            router_rows.append(
+                {"prompt": prompts[r["item_id"]], "small_correct": bool(r["correct"]),
+                 "large_correct": bool(other["correct"])}
+            )  # fmt: skip
+    return router_rows, cascade_rows
