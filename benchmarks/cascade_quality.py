@@ -194,7 +194,7 @@ def write_report(results: dict[str, dict[str, list[tuple[float, float]]]], n: di
                   + " | mean acc over 10-90 % |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for name, pts in res.items():
-            xs, ys = zip(*pts, strict=True)
+            xs, ys = zip(*sorted(pts), strict=True)
             style = "o" if len(pts) == 1 else "-o"
             ax.plot(xs, ys, style, label=name, markersize=4)
             if len(pts) == len(RATES):
