@@ -126,11 +126,15 @@ def oasst_conversations(n: int) -> list[list[str]]:
     return [[t["text"] for t in th["turns"] if t["role"] == "prompter"] for th in chosen]
 
 
-def multi_turn(url: str, model: str, rng: random.Random, vocab: int, turns: int) -> list[float]:
-    """TTFT of each later turn / TTFT of a cold prompt as long as that turn's new tokens."""
+def multi_turn(
+    url: str, cold_url: str, model: str, rng: random.Random, vocab: int, turns: int
+) -> tuple[list[float], list[float], list[str]]:
+    """For each later turn: TTFT over (a) the TTFT of a cold prompt as long as the turn's new
+    tokens, at depth 0, on a second server (so it takes no slot from the conversations), and
+    (b) the engine's own time to prefill those new tokens in place."""
     convos = oasst_conversations(STREAMS)
     histories: list[list[dict[str, str]]] = [[] for _ in convos]
-    ratios = []
+    cold_ratios, engine_ratios, lines = [], [], []
     with httpx.Client(base_url=url, timeout=600) as http:
         for turn in range(turns):
             for c, questions in enumerate(convos):
@@ -145,13 +149,20 @@ def multi_turn(url: str, model: str, rng: random.Random, vocab: int, turns: int)
                 if turn == 0 or r.timings is None:
                     continue
                 new = int(r.timings["prompt_n"])
-                cold = stream(
-                    http,
-                    "/v1/completions",
-                    completion_body(model, random_prompt(rng, vocab, new), 1),
+                with httpx.Client(base_url=cold_url, timeout=600) as other:
+                    cold = stream(
+                        other,
+                        "/v1/completions",
+                        completion_body(model, random_prompt(rng, vocab, new), 1),
+                    )
+                cold_ratios.append(r.ttft / cold.ttft)
+                engine_ratios.append(r.ttft / (float(r.timings["prompt_ms"]) / 1e3))
+                lines.append(
+                    f"    conv {c} turn {turn + 1}: cached {int(r.timings['cache_n'])}, new {new},"
+                    f" TTFT {1e3 * r.ttft:.0f} ms, cold {1e3 * cold.ttft:.0f} ms,"
+                    f" engine prefill {float(r.timings['prompt_ms']):.0f} ms"
                 )
-                ratios.append(r.ttft / cold.ttft)
-    return ratios
+    return cold_ratios, engine_ratios, lines
 
 
 def main() -> int:
@@ -223,15 +234,16 @@ def main() -> int:
             print(f"  {name:22} median {med:7.1f}  p99 during join {p99:7.1f}  ratio {ratio:5.2f}"
                   f"  (target <= 3 for EdgeLLM: {verdict})")  # fmt: skip
 
-        ratios = multi_turn(ours_url, args.model, rng, vocab, args.turns)
-        worst = max(ratios)
-        verdict = "ok" if median(ratios) <= 1.2 else "ABOVE"
-        ok = ok and median(ratios) <= 1.2
+        cold, engine, lines = multi_turn(ours_url, serial_url, args.model, rng, vocab, args.turns)
+        verdict = "ok" if median(cold) <= 1.2 else "ABOVE"
+        ok = ok and median(cold) <= 1.2
+        print(f"\nmulti-turn, 4 oasst1 conversations interleaved, turns 2..{args.turns}:")
+        print("\n".join(lines))
         print(
-            f"\nmulti-turn, 4 oasst1 conversations interleaved, turns 2..{args.turns}: TTFT / "
-            f"TTFT of a cold prompt of only the new tokens: median {median(ratios):.2f}, "
-            f"p90 {percentile(ratios, 0.9):.2f}, max {worst:.2f} over {len(ratios)} turns"
-            f" (target <= 1.2: {verdict})"
+            f"  TTFT / cold TTFT of only the new tokens (depth 0): median {median(cold):.2f}, "
+            f"p90 {percentile(cold, 0.9):.2f}, max {max(cold):.2f} (target <= 1.2: {verdict})\n"
+            f"  TTFT / engine time prefilling the new tokens in place: median "
+            f"{median(engine):.2f}, max {max(engine):.2f}"
         )
     finally:
         for proc in procs:

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 SCORING_CHUNK = 64  # positions with logits per step for scoring jobs (output buffer bound)
 MIN_SAVED_TOKENS = 32  # shorter caches are cheaper to prefill again than to save
-PREFILL_SHARE = 1.25  # prefill time per step, in decode steps, while streams are running
+# Prefill time per step, in decode steps, while streams are running: a joining long prompt then
+# keeps the streams' inter-token latency within about 2x its median.
+PREFILL_SHARE = 1.0
 MIN_REUSED_TOKENS = 16  # a shared prefix shorter than this is not worth another slot's cache
 
 
@@ -160,7 +162,7 @@ class BatchScheduler:
         self._closed = False
         self._admitted = 0
         self._step_times: deque[float] = deque(maxlen=32)  # decode-only step durations
-        self._prefill_rate = 0.0  # prompt tokens per second, measured on prefill-only steps
+        self._prefill_cost = 0.0  # seconds per prompt token in a batch (moving average)
         self._mean_job_s = 2.0
         self.stats = SchedulerStats()
         self._thread = threading.Thread(target=self._work, name=f"{name}-batcher", daemon=True)
@@ -281,8 +283,8 @@ class BatchScheduler:
                 self._model.clear_seq(slot.seq)
                 slot.cached = []
                 best_n = 0
-        elif best_n < len(slot.cached):
-            self._save(slot)
+        elif len(slot.cached) - best_n >= MIN_SAVED_TOKENS:
+            self._save(slot)  # another conversation takes this slot: keep the old one aside
         if best_n < len(slot.cached) and not self._model.truncate_cache(best_n, slot.seq):
             self._model.clear_seq(slot.seq)
             best_n = 0
@@ -304,13 +306,10 @@ class BatchScheduler:
             return room
         if self._prefill_chunk:
             return min(room, self._prefill_chunk)
-        if not self._step_times or self._prefill_rate <= 0:
-            return min(room, 16)  # until both speeds are measured
-        # Let a step with prefill take about 1.25 extra decode steps, so the streams' inter-token
-        # latency stays within ~2.3x its median while a long prompt joins (each prompt token
-        # costs about 1 / prefill_rate in a CPU batch).
+        if not self._step_times or self._prefill_cost <= 0:
+            return min(room, 4)  # until both costs are measured
         step = statistics.median(self._step_times)
-        return max(1, min(room, int(PREFILL_SHARE * step * self._prefill_rate)))
+        return max(1, min(room, int(PREFILL_SHARE * step / self._prefill_cost)))
 
     def _step(self) -> None:
         model = self._model
@@ -369,10 +368,16 @@ class BatchScheduler:
         n_prefill = n_batch - n_decoding
         if n_prefill == 0:
             self._step_times.append(elapsed)
-        elif n_decoding == 0 and n_prefill >= 16:
-            rate = n_prefill / elapsed
-            old = self._prefill_rate
-            self._prefill_rate = rate if old <= 0 else 0.7 * old + 0.3 * rate
+            return
+        # The marginal cost of a prompt token: what the step took beyond a decode-only step.
+        if n_decoding == 0:
+            cost = elapsed / n_prefill
+        elif self._step_times:
+            cost = max(elapsed - statistics.median(self._step_times), 0.0) / n_prefill
+        else:
+            return
+        old = self._prefill_cost
+        self._prefill_cost = cost if old <= 0 else 0.7 * old + 0.3 * cost
 
     def _add_prefill(self, slot: Slot, budget: int) -> Prefill | None:
         """Queue up to `budget` pending prompt tokens of `slot`; None if it has none pending."""

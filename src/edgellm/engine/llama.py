@@ -242,7 +242,7 @@ class LlamaModel:
         size = int(llama_cpp.llama_state_seq_get_size(self._ctx, seq))
         buf = (ctypes.c_uint8 * size)()
         written = int(llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq))
-        return bytes(buf[:written])
+        return ctypes.string_at(buf, written)  # slicing the ctypes array would build a list
 
     def restore_seq(self, seq: int, state: bytes) -> bool:
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
