@@ -313,11 +313,6 @@ def test_cloud_partition_leaves_the_edge_serving(testbed: Testbed, gateway: Gate
         assert client.post("/v1/chat/completions", json=_body("cloud-only", 4)).status_code == 200
 
 
-@pytest.mark.xfail(
-    reason="gateway: when every replica of a model is marked down, Router.execute still tries "
-    "them (first_token_timeout_s per round), answering 504 after ~10 s instead of a fast 503",
-    strict=False,
-)
 def test_cloud_partition_fails_cloud_only_requests_fast(
     testbed: Testbed, gateway: GatewayProcess
 ) -> None:

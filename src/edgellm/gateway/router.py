@@ -291,8 +291,16 @@ class Router:
             worth_retrying = False
             targets = [(m, r) for m in models for r in m.ordered_replicas()]
             now = time.monotonic()
-            if any(r.state.available(now) for _, r in targets):
-                targets = [(m, r) for m, r in targets if r.state.available(now)]
+            available = [(m, r) for m, r in targets if r.state.available(now)]
+            if not available:
+                # Every replica failed its health checks or has an open circuit (a partitioned
+                # cloud link, say): answer 503 now rather than wait out connect timeouts.
+                down = "; ".join(
+                    f"{r.id}: {r.state.last_error or 'circuit open'}" for _, r in targets
+                )
+                names = ", ".join(m.name for m in models)
+                raise NoBackendError(f"every replica of {names} is down ({down})")
+            targets = available
             for model, replica in targets:
                 try:
                     return await self._attempt(call, model, replica, info)
