@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import subprocess
@@ -28,6 +26,15 @@ from pathlib import Path
 
 import httpx
 
+from common import (
+    StreamResult,
+    machine_line,
+    random_prompt,
+    rounds,
+    start_edgellm_node,
+    stop,
+    stream,
+)
 from edgellm.models import resolve_model
 from edgellm.reference import require_tool
 
@@ -56,91 +63,38 @@ def llama_bench(model: Path, threads: int) -> Figures:
     return Figures(decode_tps=float(tg["avg_ts"]), prefill_tps=float(pp["avg_ts"]))
 
 
-def start_node(model: str, threads: int, port: int) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgellm",
-        "node",
-        "--model",
-        model,
-        "--threads",
-        str(threads),
-        "--port",
-        str(port),
-        "--ctx",
-        "2048",
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd)
-    deadline = time.monotonic() + 120
-    with httpx.Client(timeout=2) as http:
-        while time.monotonic() < deadline:
-            try:
-                if http.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"node exited with {proc.returncode}")
-            time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError("node did not become healthy")
-
-
-def stream_completion(
-    http: httpx.Client, model: str, prompt: list[int], max_tokens: int
-) -> tuple[float, list[float]]:
-    """Send a token-id prompt; return (TTFT seconds, arrival time of each content chunk)."""
-    body = {
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": True,
-    }
-    arrivals: list[float] = []
-    started = time.perf_counter()
-    with http.stream("POST", "/v1/completions", json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk["choices"] and chunk["choices"][0]["text"]:
-                arrivals.append(time.perf_counter())
-    return (arrivals[0] - started if arrivals else float("nan")), arrivals
-
-
 class OurServer:
     """Our node server in its own process, measured over HTTP like any client would."""
 
     def __init__(self, model: str, threads: int, port: int) -> None:
         self.model = model
-        self.proc = start_node(model, threads, port)
+        self.proc = start_edgellm_node(model, threads=threads, port=port)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
         self.vocab = int(self.http.get("/v1/models").json()["data"][0]["meta"]["n_vocab"])
         self.rng = random.Random(0)
         self._random_prompt(32, max_tokens=16)  # warm-up: page the weights in
 
-    def _random_prompt(self, n: int, max_tokens: int) -> tuple[float, list[float]]:
+    def _random_prompt(self, n: int, max_tokens: int) -> StreamResult:
         # A fresh random prompt each time, so no prefix-cache hit flatters prefill.
-        prompt = [self.rng.randrange(100, self.vocab) for _ in range(n)]
-        return stream_completion(self.http, self.model, prompt, max_tokens)
+        body = {
+            "model": self.model,
+            "prompt": random_prompt(self.rng, self.vocab, n),
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
+        return stream(self.http, "/v1/completions", body)
 
     def measure(self) -> Figures:
-        ttft, _ = self._random_prompt(PREFILL_TOKENS, 1)
-        _, arrivals = self._random_prompt(8, DECODE_TOKENS)
+        ttft = self._random_prompt(PREFILL_TOKENS, 1).ttft
+        arrivals = self._random_prompt(8, DECODE_TOKENS).arrivals
         # ignore_eos guarantees DECODE_TOKENS tokens; a chunk may carry several if we lag.
         decode = (DECODE_TOKENS - 1) / (arrivals[-1] - arrivals[0])
         return Figures(decode_tps=decode, prefill_tps=PREFILL_TOKENS / ttft)
 
     def close(self) -> None:
         self.http.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        stop(self.proc)
 
 
 def llama_cpp_python_loop(path: Path, threads: int, repetitions: int) -> Figures:
@@ -168,10 +122,6 @@ def llama_cpp_python_loop(path: Path, threads: int, repetitions: int) -> Figures
     return Figures(statistics.mean(decode), statistics.mean(prefill))
 
 
-def _rounds(values: list[float]) -> str:
-    return "/".join(f"{v:.0f}" for v in values)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -184,7 +134,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print(machine_line())
     print(f"threads: {args.threads}, repetitions: {args.repetitions}\n")
     results = []
     ok = True
@@ -218,7 +168,7 @@ def main() -> int:
                 f"{label:24} {statistics.median(mine):13.1f} {statistics.median(theirs):12.1f}"
                 f" {ratio:7.2f}  >= {TARGET} {verdict}"
             )
-            print(f"{'  rounds':24} {_rounds(mine):>13} {_rounds(theirs):>12}")
+            print(f"{'  rounds':24} {rounds(mine):>13} {rounds(theirs):>12}")
             figures[label] = {"edgellm": mine, "llama_bench": theirs, "ratio": ratio}
         if plain:
             decode_ratio = plain.decode_tps / statistics.median(r.decode_tps for r in ref)
