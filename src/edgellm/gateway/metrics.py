@@ -56,3 +56,32 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+        # labelled children, looked up once per label set (labels() takes a lock and builds
+        # a tuple on every call)
+        self._counters: dict[tuple[str, ...], Counter] = {}
+        self._histograms: dict[tuple[str, ...], Histogram] = {}
+
+    def _counter(self, metric: Counter, key: tuple[str, ...]) -> Counter:
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = metric.labels(*key[1:])
+        return child
+
+    def _histogram(self, metric: Histogram, key: tuple[str, ...]) -> Histogram:
+        child = self._histograms.get(key)
+        if child is None:
+            child = self._histograms[key] = metric.labels(*key[1:])
+        return child
+
+    def requests_child(self, model: str, backend: str, outcome: str) -> Counter:
+        return self._counter(self.requests, ("requests", model, backend, outcome))
+
+    def routed_child(self, policy: str, model: str) -> Counter:
+        return self._counter(self.routed, ("routed", policy, model))
+
+    def ttft_child(self, model: str) -> Histogram:
+        return self._histogram(self.ttft, ("ttft", model))
+
+    def e2e_child(self, model: str) -> Histogram:
+        return self._histogram(self.e2e, ("e2e", model))

@@ -46,6 +46,7 @@ from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
 from edgellm.gateway.route import RouteInfo
 from edgellm.gateway.streams import ReplayStream
+from edgellm.gateway.upstream import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class Router:
         self.metrics = metrics or GatewayMetrics()
         self._client = client
         self._own_client = client is None
+        self.upstream = HttpClient()  # the lean client for generation requests
         self.models: dict[str, RoutedModel] = {}
         self.names: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -147,7 +149,8 @@ class Router:
         return ReplicaState(max_concurrency, s.failure_threshold, s.cooldown_s)
 
     def _http(self, url: str, cfg: HttpBackendConfig, upstream: str) -> HttpBackend:
-        return HttpBackend(url, upstream, cfg, self.client, self._state(cfg.max_concurrency))
+        state = self._state(cfg.max_concurrency)
+        return HttpBackend(url, upstream, cfg, self.client, state, self.upstream)
 
     def _add(self, model: RoutedModel, aliases: list[str]) -> None:
         self.models[model.name] = model
@@ -181,6 +184,7 @@ class Router:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.upstream.close()
         if self._own_client and self._client is not None:
             await self._client.aclose()
 
@@ -350,7 +354,7 @@ class Router:
             if isinstance(exc, TimeoutError | StopAsyncIteration):
                 exc = UpstreamError(f"{replica.id}: no first token within {timeout} s", status=504)
             outcome = _outcome(exc)
-            self.metrics.requests.labels(model.name, replica.id, outcome).inc()
+            self.metrics.requests_child(model.name, replica.id, outcome).inc()
             info.hop(model.name, replica.id, outcome, t0, error=_short(exc))
             if outcome in {"error", "timeout"}:
                 state.record_failure(_short(exc))
@@ -363,13 +367,13 @@ class Router:
             elapsed = time.perf_counter() - t0
             if isinstance(last, Finished):
                 state.record_success(last.timings, elapsed)
-                self.metrics.e2e.labels(model.name).observe(time.perf_counter() - info.started)
-                self.metrics.requests.labels(model.name, replica.id, "ok").inc()
+                self.metrics.e2e_child(model.name).observe(time.perf_counter() - info.started)
+                self.metrics.requests_child(model.name, replica.id, "ok").inc()
             elif isinstance(last, Failed):
                 state.record_failure(_short(last.error))
-                self.metrics.requests.labels(model.name, replica.id, "error").inc()
+                self.metrics.requests_child(model.name, replica.id, "error").inc()
 
-        self.metrics.ttft.labels(model.name).observe(time.perf_counter() - info.started)
+        self.metrics.ttft_child(model.name).observe(time.perf_counter() - info.started)
         info.hop(model.name, replica.id, "ok", t0, first_event_ms=_ms(t0))
         info.model, info.tier, info.replica = model.name, model.tier, replica.id
         return Routed(ReplayStream([first], events, stream, on_end), model, replica, echo, info)

@@ -1,5 +1,6 @@
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,6 +13,15 @@ from edgellm.gateway.backends.http import HttpBackend
 from edgellm.gateway.call import Call
 from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.upstream import HttpClient
+from tests.unit.gateway.rawserver import (
+    Handler,
+    RawServer,
+    Received,
+    fixed,
+    free_port,
+    write_chunked,
+)
 
 
 def sse(*chunks: dict[str, Any]) -> bytes:
@@ -20,10 +30,11 @@ def sse(*chunks: dict[str, Any]) -> bytes:
     )
 
 
-def backend(handler: Any, **cfg: Any) -> HttpBackend:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    config = HttpBackendConfig(url="http://up/v1", **cfg)
-    return HttpBackend("http://up/v1", "up-model", config, client, ReplicaState())
+def backend(url: str, **cfg: Any) -> HttpBackend:
+    config = HttpBackendConfig(url=f"{url}/v1", **cfg)
+    return HttpBackend(
+        f"{url}/v1", "up-model", config, httpx.AsyncClient(), ReplicaState(), HttpClient()
+    )
 
 
 def chat_call(**body: Any) -> Call:
@@ -36,29 +47,33 @@ async def run(b: HttpBackend, call: Call) -> list[Any]:
     return [e async for e in stream]
 
 
+async def with_server(handler: Handler, test: Any) -> Any:
+    async with RawServer(handler) as server:
+        return await test(server)
+
+
 def test_sse_to_events_with_logprobs_usage_and_timings(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
     monkeypatch.setenv("UP_KEY", "sk-1")
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen["body"] = json.loads(request.content)
-        seen["auth"] = request.headers.get("authorization")
-        lp = {"token": "Hi", "logprob": -0.5, "bytes": [72, 105],
-              "top_logprobs": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105]}]}  # fmt: skip
-        body = sse(
-            {"choices": [{"delta": {"role": "assistant", "content": ""}}]},
-            {"choices": [{"delta": {"content": "Hi"}, "logprobs": {"content": [lp]}}]},
-            {"choices": [{"delta": {}, "finish_reason": "length"}], "timings": {"prompt_n": 3}},
-            {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
-        )
-        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
+    lp = {"token": "Hi", "logprob": -0.5, "bytes": [72, 105],
+          "top_logprobs": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105]}]}  # fmt: skip
+    body = sse(
+        {"choices": [{"delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"delta": {"content": "Hi"}, "logprobs": {"content": [lp]}}]},
+        {"choices": [{"delta": {}, "finish_reason": "length"}], "timings": {"prompt_n": 3}},
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+    )
     call = chat_call(max_tokens=1)
     call.force_top_logprobs = 4
-    events = asyncio.run(run(backend(handler, api_key_env="UP_KEY"), call))
-    assert seen["auth"] == "Bearer sk-1"
-    assert seen["body"]["model"] == "up-model" and seen["body"]["stream"] is True
-    assert seen["body"]["logprobs"] is True and seen["body"]["top_logprobs"] == 4
+
+    async def test(server: RawServer) -> tuple[list[Any], Received]:
+        events = await run(backend(server.url, api_key_env="UP_KEY"), call)
+        return events, server.requests[0]
+
+    events, seen = asyncio.run(with_server(fixed(200, body, "text/event-stream"), test))
+    sent = json.loads(seen.body)
+    assert seen.path == "/v1/chat/completions" and seen.headers["authorization"] == "Bearer sk-1"
+    assert sent["model"] == "up-model" and sent["stream"] is True
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 4
     assert isinstance(events[0], TextDelta) and events[0].text == "Hi"
     assert events[0].logprobs[0].logprob == -0.5 and events[0].logprobs[0].top[0].token == "Hi"
     done = events[-1]
@@ -70,42 +85,108 @@ def test_sse_to_events_with_logprobs_usage_and_timings(monkeypatch: pytest.Monke
     ("status", "retryable"), [(500, True), (503, True), (429, True), (400, False)]
 )
 def test_error_statuses(status: int, retryable: bool) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json={"error": {"message": "nope"}})
+    body = json.dumps({"error": {"message": "nope"}}).encode()
+
+    async def test(server: RawServer) -> None:
+        await run(backend(server.url), chat_call())
 
     with pytest.raises(UpstreamError) as err:
-        asyncio.run(run(backend(handler), chat_call()))
+        asyncio.run(with_server(fixed(status, body), test))
     assert err.value.retryable is retryable and "nope" in err.value.message
     assert err.value.status_code == status
 
 
-def test_connection_error_and_cut_stream() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
+def test_connection_refused_is_a_retryable_upstream_error() -> None:
+    with pytest.raises(UpstreamError, match="ConnectError") as err:
+        asyncio.run(run(backend(f"http://127.0.0.1:{free_port()}"), chat_call()))
+    assert err.value.retryable and err.value.status_code == 502
 
-    with pytest.raises(UpstreamError, match="ConnectError"):
-        asyncio.run(run(backend(refuse), chat_call()))
 
-    def cut(request: httpx.Request) -> httpx.Response:
-        body = b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
-        return httpx.Response(200, content=body)
+def test_cut_stream_fails_without_finishing() -> None:
+    async def cut(_: Received, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+            b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
+        )
+        await writer.drain()
+        writer.close()  # no length, no chunks: the body ends at EOF, unfinished
 
-    events = asyncio.run(run(backend(cut), chat_call()))
+    async def test(server: RawServer) -> list[Any]:
+        return await run(backend(server.url), chat_call())
+
+    events = asyncio.run(with_server(cut, test))
+    assert isinstance(events[0], TextDelta) and events[0].text == "a"
     assert isinstance(events[-1], Failed) and "without finishing" in str(events[-1].error)
 
 
+def test_connection_dropped_mid_chunked_stream_is_a_stream_error() -> None:
+    async def die(_: Received, writer: asyncio.StreamWriter) -> None:
+        async def parts() -> AsyncIterator[bytes]:
+            yield b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
+            writer.transport.abort()
+
+        await write_chunked(writer, parts())
+
+    async def test(server: RawServer) -> list[Any]:
+        return await run(backend(server.url), chat_call())
+
+    events = asyncio.run(with_server(die, test))
+    assert isinstance(events[0], TextDelta)
+    assert isinstance(events[-1], Failed) and "stream broke: ReadError" in str(events[-1].error)
+
+
+def test_tokens_pass_through_as_they_arrive() -> None:
+    release = asyncio.Event()
+
+    async def slow(_: Received, writer: asyncio.StreamWriter) -> None:
+        async def parts() -> AsyncIterator[bytes]:
+            yield b'data: {"choices": [{"delta": {"content": "first"}}]}\n\n'
+            await release.wait()
+            yield b'data: {"choices": [{"delta": {"content": "!"}, "finish_reason": "stop"}]}\n\n'
+            yield b"data: [DONE]\n\n"
+
+        await write_chunked(writer, parts())
+
+    async def test(server: RawServer) -> list[Any]:
+        stream, _ = await backend(server.url).open(chat_call())
+        events = stream.__aiter__()
+        first = await asyncio.wait_for(events.__anext__(), 2)  # before the rest is even written
+        release.set()
+        return [first] + [e async for e in events]
+
+    events = asyncio.run(with_server(slow, test))
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["first", "!"]
+    assert isinstance(events[-1], Finished)
+
+
+def test_gap_between_chunks_beyond_first_token_timeout_fails_with_504() -> None:
+    async def stall(_: Received, writer: asyncio.StreamWriter) -> None:
+        async def parts() -> AsyncIterator[bytes]:
+            yield b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
+            await asyncio.sleep(5)
+
+        await write_chunked(writer, parts())
+
+    async def test(server: RawServer) -> list[Any]:
+        return await run(backend(server.url, first_token_timeout_s=0.2), chat_call())
+
+    events = asyncio.run(with_server(stall, test))
+    failed = events[-1]
+    assert isinstance(failed, Failed) and isinstance(failed.error, UpstreamError)
+    assert failed.error.status_code == 504 and "timed out mid-stream" in failed.error.message
+
+
 def test_completions_echo_is_not_doubled() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=sse(
-            {"choices": [{"text": "Say hi"}]},
-            {"choices": [{"text": " there", "finish_reason": "stop"}]},
-        ))  # fmt: skip
-
+    body = sse(
+        {"choices": [{"text": "Say hi"}]},
+        {"choices": [{"text": " there", "finish_reason": "stop"}]},
+    )
     call = Call.of(CompletionRequest(model="m", prompt="Say hi", echo=True), {})
-    stream, echo = asyncio.run(backend(handler).open(call))
-    assert echo == "Say hi"
 
-    async def texts() -> list[str]:
-        return [e.text async for e in stream if isinstance(e, TextDelta)]
+    async def test(server: RawServer) -> tuple[str, list[str], str]:
+        stream, echo = await backend(server.url).open(call)
+        texts = [e.text async for e in stream if isinstance(e, TextDelta)]
+        return echo, texts, server.requests[0].path
 
-    assert asyncio.run(texts()) == [" there"]
+    echo, texts, path = asyncio.run(with_server(fixed(200, body, "text/event-stream"), test))
+    assert echo == "Say hi" and texts == [" there"] and path == "/v1/completions"

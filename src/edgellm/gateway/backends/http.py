@@ -6,8 +6,6 @@ gateway sees the first token, can fail over before it, and can cancel by closing
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import time
@@ -33,6 +31,7 @@ from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import estimate_tokens
 from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
 
 _TIMING_FIELDS = ("queue_ms", "ttft_ms", "cache_n", "prompt_n", "prompt_ms", "predicted_n")
 
@@ -47,12 +46,17 @@ class HttpBackend:
         config: HttpBackendConfig,
         client: httpx.AsyncClient,
         state: ReplicaState,
+        upstream: HttpClient | None = None,
     ) -> None:
         self.id = base_url.rstrip("/")
         self.base_url = self.id
         self.upstream_model = upstream_model
         self.config = config
-        self.client = client
+        self.client = client  # health checks (off the hot path)
+        self.upstream = upstream or HttpClient()  # generation requests (the hot path)
+        self.origin = Origin.parse(self.base_url)
+        base = self.origin.base_path.encode()
+        self._paths = {True: base + b"/chat/completions", False: base + b"/completions"}
         self.state = state
         self.first_token_timeout_s: float | None = config.first_token_timeout_s
         self._ctx: int | None = None
@@ -62,6 +66,12 @@ class HttpBackend:
             return {}
         key = os.environ.get(self.config.api_key_env, "")
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _header_lines(self) -> bytes:
+        lines = b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+        for name, value in self.auth_headers().items():
+            lines += f"{name}: {value}\r\n".encode("latin-1")
+        return lines
 
     def payload(self, call: Call) -> dict[str, Any]:
         body = call.body
@@ -82,44 +92,45 @@ class HttpBackend:
         return data
 
     async def open(self, call: Call) -> tuple[EventStream, str]:
-        path = "/chat/completions" if call.is_chat else "/completions"
-        timeout = httpx.Timeout(
-            self.config.timeout_s,
-            connect=self.config.connect_timeout_s,
-            read=self.config.first_token_timeout_s,
-        )
-        request = self.client.build_request(
-            "POST",
-            self.base_url + path,
-            json=self.payload(call),
-            headers=self.auth_headers(),
-            timeout=timeout,
-        )
+        cfg = self.config
+        deadline = time.monotonic() + cfg.timeout_s
+        body = json.dumps(self.payload(call), separators=(",", ":")).encode()
+        read_timeout = _min(cfg.first_token_timeout_s, cfg.timeout_s)
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await self.upstream.request(
+                self.origin,
+                b"POST",
+                self._paths[call.is_chat],
+                body,
+                self._header_lines(),
+                connect_timeout=_min(cfg.connect_timeout_s, cfg.timeout_s),
+                read_timeout=read_timeout,
+            )
+        except HttpTimeout as exc:
             raise UpstreamError(f"{self.id}: timed out ({type(exc).__name__})", status=504) from exc
-        except httpx.HTTPError as exc:
+        except HttpClientError as exc:
             raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
+        if response.status != 200:
             try:
-                raw = await response.aread()
-            except httpx.HTTPError:
+                raw = await response.read(read_timeout)
+            except HttpClientError:
                 raw = b""
             finally:
-                await response.aclose()
-            status = response.status_code
+                response.close()
+            status = response.status
             raise UpstreamError(
                 f"{self.id} answered {status}: {_error_message(raw)}",
                 status=status,
                 retryable=status >= 500 or status == 429,
             )
         echo = ""
-        body = call.body
-        if not call.is_chat and getattr(body, "echo", False) and isinstance(body.prompt, str):  # type: ignore[union-attr]
-            echo = body.prompt  # type: ignore[union-attr]
-        stream = HttpStream(response, self.id, chat=call.is_chat, strip_echo=echo)
-        stream.deadline = time.monotonic() + self.config.timeout_s
+        req = call.body
+        if not call.is_chat and getattr(req, "echo", False) and isinstance(req.prompt, str):  # type: ignore[union-attr]
+            echo = req.prompt  # type: ignore[union-attr]
+        stream = HttpStream(
+            response, self.id, chat=call.is_chat, strip_echo=echo, read_timeout=read_timeout
+        )
+        stream.deadline = deadline
         return stream, echo
 
     async def check_health(self) -> bool:
@@ -139,6 +150,12 @@ class HttpBackend:
         return estimate_tokens(messages)
 
 
+def _min(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
 def _error_message(raw: bytes) -> str:
     try:
         data = json.loads(raw)
@@ -153,18 +170,24 @@ class HttpStream:
     """Upstream SSE chunks as engine events."""
 
     def __init__(
-        self, response: httpx.Response, source: str, *, chat: bool, strip_echo: str = ""
+        self,
+        response: Response,
+        source: str,
+        *,
+        chat: bool,
+        strip_echo: str = "",
+        read_timeout: float | None = None,
     ) -> None:
         self._response = response
         self._source = source
         self._chat = chat
         self._strip = strip_echo  # the upstream echoes the prompt too: send it only once
+        self._read_timeout = read_timeout  # the longest wait for the next bytes
         self.deadline = float("inf")  # monotonic time by which the whole answer must be in
 
     def cancel(self) -> None:
-        if not self._response.is_closed:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(self._response.aclose())
+        """Stop the upstream: an unfinished response's connection is closed."""
+        self._response.close()
 
     async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
         finish: str | None = None
@@ -172,44 +195,56 @@ class HttpStream:
         timings: dict[str, Any] = {}
         n_tokens = 0
         done = False
+        pending = b""
+        response = self._response
         try:
-            async for line in self._response.aiter_lines():
-                # after [DONE], read on to the end of the body: a response closed early takes
-                # its keep-alive connection with it
+            while (data := await response.next_chunk(self._read_timeout)) is not None:
                 if time.monotonic() > self.deadline:
                     yield Failed(UpstreamError(f"{self._source}: request timed out", status=504))
                     return
-                if done or not line.startswith("data:"):
+                # after [DONE], read on to the end of the body: a response closed early takes
+                # its keep-alive connection with it
+                if done:
                     continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
+                pending += data
+                if b"\n" not in data:
                     continue
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    continue
-                if "error" in chunk:
-                    err = chunk["error"]
-                    msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-                    yield Failed(UpstreamError(f"{self._source}: {msg}"))
-                    return
-                usage = chunk.get("usage") or usage
-                timings = chunk.get("timings") or timings
-                for choice in chunk.get("choices") or []:
-                    delta = self._delta(choice)
-                    if delta is not None:
-                        n_tokens += max(len(delta.logprobs), 1)
-                        yield delta
-                    finish = choice.get("finish_reason") or finish
-        except httpx.TimeoutException:
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = json.loads(payload)
+                    except ValueError:
+                        continue
+                    if not isinstance(chunk, dict):
+                        continue
+                    if "error" in chunk:
+                        err = chunk["error"]
+                        msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+                        yield Failed(UpstreamError(f"{self._source}: {msg}"))
+                        return
+                    usage = chunk.get("usage") or usage
+                    timings = chunk.get("timings") or timings
+                    for choice in chunk.get("choices") or []:
+                        delta = self._delta(choice)
+                        if delta is not None:
+                            n_tokens += max(len(delta.logprobs), 1)
+                            yield delta
+                        finish = choice.get("finish_reason") or finish
+        except HttpTimeout:
             yield Failed(UpstreamError(f"{self._source}: timed out mid-stream", status=504))
             return
-        except httpx.HTTPError as exc:
+        except HttpClientError as exc:
             yield Failed(UpstreamError(f"{self._source}: stream broke: {type(exc).__name__}"))
             return
         finally:
-            await self._response.aclose()
+            response.close()
         if finish is None:
             yield Failed(UpstreamError(f"{self._source}: the stream ended without finishing"))
             return
