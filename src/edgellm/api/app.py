@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgellm import __version__
 from edgellm.api import generation
-from edgellm.api.errors import install_error_handlers
+from edgellm.api.errors import edgellm_error_response, error_response, install_error_handlers
 from edgellm.api.limits import BodySizeLimit
 from edgellm.api.metrics import Metrics
 from edgellm.api.schemas import (
@@ -31,7 +31,7 @@ from edgellm.api.schemas import (
 from edgellm.config import ServerConfig
 from edgellm.engine.engine import Engine
 from edgellm.engine.pool import EnginePool, PoolState
-from edgellm.errors import InvalidRequestError
+from edgellm.errors import EdgeLLMError, InvalidRequestError
 from edgellm.gateway.auth import ApiKeyAuth
 from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import Conversations
@@ -72,6 +72,87 @@ class _CountRequests:
         await self.app(scope, receive, counting_send)
 
 
+GenerationBody = ChatCompletionRequest | CompletionRequest
+GenerationHandler = Callable[[GenerationBody, Request], Awaitable[Response]]
+FastRoutes = dict[str, tuple[type[GenerationBody], GenerationHandler]]
+
+
+def _is_json(content_type: bytes) -> bool:
+    """As FastAPI decides whether to parse a body as JSON (application/json, application/*+json)."""
+    mime = content_type.split(b";", 1)[0].strip().lower()
+    return mime == b"application/json" or (
+        mime.startswith(b"application/") and mime.endswith(b"+json")
+    )
+
+
+class _FastGeneration:
+    """Chat and text completions as plain ASGI, in front of FastAPI's routing (the hot path of
+    the gateway): the body is validated once, straight from its bytes
+    (`model_validate_json`), with no dependency solving or request-model machinery. Anything
+    unusual (a body that does not validate, a non-JSON content type) is handed to the FastAPI
+    route with the body replayed, so error answers stay exactly FastAPI's."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: FastRoutes,
+    ) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-type" and not _is_json(value):
+                await self.app(scope, receive, send)
+                return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left while sending
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        model, handler = route
+        try:
+            body = model.model_validate_json(raw)
+        except ValidationError:
+            await self.app(scope, _replay(raw, receive), send)
+            return
+        request = Request(scope, receive)
+        response: Response
+        try:
+            response = await handler(body, request)
+        except EdgeLLMError as exc:
+            if exc.status_code >= 500 and exc.status_code != 503:
+                log.error("request failed: %s", exc.message)
+            response = edgellm_error_response(exc)
+        except Exception as exc:
+            log.exception("unexpected error")
+            response = error_response(
+                500, f"internal error: {type(exc).__name__}", code="internal_error"
+            )
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 def create_app(target: EnginePool | Router, server: ServerConfig | None = None) -> FastAPI:
     """The app for an engine pool (every model explicit, plus `auto`), or for a gateway router."""
     server = server or ServerConfig()
@@ -97,6 +178,29 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     app.state.router = router
     app.state.metrics = metrics
     install_error_handlers(app)
+
+    async def chat(body: GenerationBody, request: Request) -> Response:
+        assert isinstance(body, ChatCompletionRequest)
+        call = make_call(body, request)
+        cid = body.conversation_id
+        if cid is None:
+            return await generation.chat_completions(body, request, router, call)
+        call.history = conversations.merge(cid, call.messages or [])
+
+        def remember(reply: str) -> None:
+            conversations.record(cid, call.messages or [], reply)
+
+        return await generation.chat_completions(body, request, router, call, remember)
+
+    async def complete(body: GenerationBody, request: Request) -> Response:
+        assert isinstance(body, CompletionRequest)
+        return await generation.completions(body, request, router, make_call(body, request))
+
+    fast_routes: FastRoutes = {
+        "/v1/chat/completions": (ChatCompletionRequest, chat),
+        "/v1/completions": (CompletionRequest, complete),
+    }
+    app.add_middleware(_FastGeneration, routes=fast_routes)  # innermost: after auth and limits
     app.add_middleware(ApiKeyAuth, config=router.config.auth)
     app.add_middleware(_CountRequests, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=server.max_body_bytes)
@@ -115,26 +219,15 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         request.state.model = body.model
         return Call.of(body, {k.lower(): v for k, v in request.headers.items()})
 
+    # Served by _FastGeneration; these routes answer what it hands on (invalid bodies, other
+    # content types) and document the endpoints in the OpenAPI schema.
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(
-        body: ChatCompletionRequest, request: Request
-    ) -> JSONResponse | StreamingResponse:
-        call = make_call(body, request)
-        cid = body.conversation_id
-        if cid is None:
-            return await generation.chat_completions(body, request, router, call)
-        call.history = conversations.merge(cid, call.messages or [])
-
-        def remember(reply: str) -> None:
-            conversations.record(cid, call.messages or [], reply)
-
-        return await generation.chat_completions(body, request, router, call, remember)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        return await chat(body, request)
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(
-        body: CompletionRequest, request: Request
-    ) -> JSONResponse | StreamingResponse:
-        return await generation.completions(body, request, router, make_call(body, request))
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await complete(body, request)
 
     async def forwarded(
         request: Request, model: str | None, path: str, body: BaseModel, *, under_v1: bool

@@ -7,16 +7,18 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
 
 from edgellm.api import render
 from edgellm.api.errors import error_body
 from edgellm.api.schemas import (
+    ChatCompletion,
     ChatCompletionRequest,
     ChatDelta,
+    Completion,
     CompletionRequest,
 )
 from edgellm.engine.types import Failed, Finished, TextDelta, TokenLogprob
@@ -38,43 +40,67 @@ class ClientGoneError(EdgeLLMError):
     code = "client_closed_request"
 
 
-async def _watch_disconnect(request: Request, on_disconnect: Callable[[], None]) -> None:
-    """Cancel the work if the client goes away before the answer is complete."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            on_disconnect()
-            return
+class DisconnectGuard:
+    """While it is on, a client that disconnects cancels the task serving its request, wherever
+    that task waits: routing, retries, the upstream's first token, a whole answer being
+    collected. Cancelling closes the upstream connection (or stops the in-process generation).
+    One watcher task per request, instead of a task per phase."""
+
+    def __init__(self, request: Request) -> None:
+        self.gone = False
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Task[None] | None = asyncio.create_task(self._watch(request))
+
+    async def _watch(self, request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def stop(self) -> None:
+        """Stop watching, before the response is sent (uvicorn's receive() reports a finished
+        response as a disconnect)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    def client_gone(self) -> ClientGoneError:
+        """The error for a request cancelled by its client's disconnect; the serving task is
+        no longer being cancelled after this."""
+        if self._task is not None:
+            self._task.uncancel()
+        return ClientGoneError("the client closed the connection")
+
+
+def _observe_routed(router: Router, routed: Routed) -> None:
+    info = routed.info
+    upstream_s = sum(h["ms"] for h in info.hops) / 1e3
+    router.metrics.overhead.observe(max(time.perf_counter() - info.started - upstream_s, 0.0))
+    router.metrics.routed_child(info.policy or "explicit", routed.model.name).inc()
+
+
+async def _route(router: Router, call: Call) -> Routed:
+    routed = await router.route(call)
+    _observe_routed(router, routed)
+    return routed
 
 
 async def route_watching(router: Router, call: Call, request: Request) -> Routed:
     """Route `call`; a client that disconnects meanwhile cancels routing and upstream work."""
-    task = asyncio.ensure_future(router.route(call))
-    gone = asyncio.Event()
-
-    def on_gone() -> None:
-        gone.set()
-        task.cancel()
-
-    watcher = asyncio.create_task(_watch_disconnect(request, on_gone))
+    guard = DisconnectGuard(request)
     try:
-        routed = await task
+        return await _route(router, call)
     except asyncio.CancelledError:
-        if gone.is_set():
-            raise ClientGoneError("the client closed the connection") from None
+        if guard.gone:
+            raise guard.client_gone() from None
         raise
     finally:
-        watcher.cancel()
-    info = routed.info
-    upstream_s = sum(h["ms"] for h in info.hops) / 1e3
-    router.metrics.overhead.observe(max(time.perf_counter() - info.started - upstream_s, 0.0))
-    router.metrics.routed.labels(info.policy or "explicit", routed.model.name).inc()
-    return routed
+        guard.stop()
 
 
-async def _collect(stream: EventStream, request: Request) -> tuple[render.Collected, Finished]:
+async def _collect(stream: EventStream) -> tuple[render.Collected, Finished]:
     got = render.Collected()
-    watcher = asyncio.create_task(_watch_disconnect(request, stream.cancel))
     try:
         async for event in stream:
             if isinstance(event, TextDelta):
@@ -85,19 +111,19 @@ async def _collect(stream: EventStream, request: Request) -> tuple[render.Collec
                 raise _as_edgellm_error(event.error)
         raise EdgeLLMError("generation ended without a final event")
     finally:
-        watcher.cancel()
         stream.cancel()
 
 
-async def _collect_rerouting(
-    router: Router, call: Call, request: Request, routed: Routed
+async def _route_and_collect(
+    router: Router, call: Call
 ) -> tuple[Routed, render.Collected, Finished]:
     """A whole answer has sent nothing to the client yet, so an upstream that breaks mid-way
     (a replica killed under load) is retried from the start, on the next healthy replica."""
+    routed = await _route(router, call)
     restarts = 0
     while True:
         try:
-            got, done = await _collect(routed.stream, request)
+            got, done = await _collect(routed.stream)
             if restarts:
                 routed.info.signals["restarts"] = restarts
             return routed, got, done
@@ -105,7 +131,22 @@ async def _collect_rerouting(
             if not exc.retryable or restarts >= router.settings.retries:
                 raise
             restarts += 1
-            routed = await route_watching(router, call, request)
+            routed = await _route(router, call)
+
+
+async def whole_answer(
+    router: Router, call: Call, request: Request
+) -> tuple[Routed, render.Collected, Finished]:
+    """Route and collect a non-streamed answer; the client's disconnect cancels both."""
+    guard = DisconnectGuard(request)
+    try:
+        return await _route_and_collect(router, call)
+    except asyncio.CancelledError:
+        if guard.gone:
+            raise guard.client_gone() from None
+        raise
+    finally:
+        guard.stop()
 
 
 def _top(lps: tuple[TokenLogprob, ...] | list[TokenLogprob], k: int) -> list[TokenLogprob]:
@@ -128,10 +169,13 @@ def _response_model(body: ChatCompletionRequest | CompletionRequest, routed: Rou
     return body.model if routed.info.policy is None else routed.model.name
 
 
-def _whole(payload: Any, routed: Routed) -> JSONResponse:
-    data = payload.model_dump(exclude={"route"})
-    data["route"] = routed.info.as_dict()
-    return JSONResponse(data, headers={ROUTE_HEADER: routed.info.header()})
+def _whole(payload: ChatCompletion | Completion, routed: Routed) -> Response:
+    payload.route = routed.info.as_dict()
+    return Response(  # serialized by pydantic in one pass, not dumped to dicts and re-encoded
+        payload.model_dump_json(),
+        media_type="application/json",
+        headers={ROUTE_HEADER: routed.info.header()},
+    )
 
 
 OnFinish = Callable[[str], None]
@@ -146,18 +190,19 @@ async def chat_completions(
     router: Router,
     call: Call,
     on_finish: OnFinish | None = None,
-) -> JSONResponse | StreamingResponse:
-    routed = await route_watching(router, call, request)
-    ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
+) -> Response:
     if body.stream:
+        routed = await route_watching(router, call, request)
+        ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
         return StreamingResponse(
             _chat_events(routed, ids, body, on_finish),
             media_type="text/event-stream",
             headers=SSE_HEADERS | {ROUTE_HEADER: routed.info.header()},
         )
-    routed, got, done = await _collect_rerouting(router, call, request, routed)
-    got.logprobs = _top(got.logprobs, body.top_logprobs or 0)
-    ids.model = _response_model(body, routed)
+    routed, got, done = await whole_answer(router, call, request)
+    if body.logprobs:
+        got.logprobs = _top(got.logprobs, body.top_logprobs or 0)
+    ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
     if on_finish is not None:
         on_finish(got.text)
     return _whole(render.chat_completion(ids, got, done, with_logprobs=body.logprobs), routed)
@@ -213,19 +258,20 @@ async def _chat_events(
 
 async def completions(
     body: CompletionRequest, request: Request, router: Router, call: Call
-) -> JSONResponse | StreamingResponse:
-    routed = await route_watching(router, call, request)
-    ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
+) -> Response:
     with_logprobs = body.logprobs is not None
     if body.stream:
+        routed = await route_watching(router, call, request)
+        ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
         return StreamingResponse(
             _completion_events(routed, ids, body),
             media_type="text/event-stream",
             headers=SSE_HEADERS | {ROUTE_HEADER: routed.info.header()},
         )
-    routed, got, done = await _collect_rerouting(router, call, request, routed)
-    got.logprobs = _top(got.logprobs, body.logprobs or 0)
-    ids.model = _response_model(body, routed)
+    routed, got, done = await whole_answer(router, call, request)
+    if with_logprobs:
+        got.logprobs = _top(got.logprobs, body.logprobs or 0)
+    ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
     out = render.completion(ids, got, done, echo=routed.echo, with_logprobs=with_logprobs)
     return _whole(out, routed)
 

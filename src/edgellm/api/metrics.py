@@ -133,6 +133,7 @@ class Metrics:
             registry=r,
         )
         r.register(_ProcessCollector(queue_state))
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
 
     def observe_finished(self, model: str, done: Finished) -> None:
         if done.reason is FinishReason.CANCELLED:
@@ -153,7 +154,11 @@ class Metrics:
             self.decode_rate.labels(model).observe(timings.predicted_per_second)
 
     def count(self, endpoint: str, model: str, status: int) -> None:
-        self.requests.labels(endpoint, model, str(status)).inc()
+        key = (endpoint, model, status)
+        child = self._request_counters.get(key)
+        if child is None:  # labels() takes a lock on every call: look each child up once
+            child = self._request_counters[key] = self.requests.labels(endpoint, model, str(status))
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

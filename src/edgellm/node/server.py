@@ -3,6 +3,7 @@ gateway in front of them and of any remote models."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import uvicorn
@@ -25,4 +26,9 @@ def run(config: EdgeLLMConfig, *, log_level: str = "info") -> None:
         port=config.server.port,
         log_level=log_level,
         timeout_graceful_shutdown=10,
+        # the C parser and event loop (uvicorn[standard] brings both); no per-request access
+        # log line unless debugging: at gateway rates it costs more than the routing does
+        http="httptools",
+        loop="uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio",
+        access_log=log_level == "debug",
     )

@@ -33,6 +33,7 @@ from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
 
+_NOT_FORWARDED = {"conversation_id", "messages"}
 _TIMING_FIELDS = ("queue_ms", "ttft_ms", "cache_n", "prompt_n", "prompt_ms", "predicted_n")
 
 
@@ -75,8 +76,9 @@ class HttpBackend:
 
     def payload(self, call: Call) -> dict[str, Any]:
         body = call.body
-        data = body.model_dump(exclude_none=True, exclude_defaults=True)
-        data.pop("conversation_id", None)
+        data = body.model_dump(
+            exclude_none=True, exclude_defaults=True, exclude=_NOT_FORWARDED
+        )  # messages come from the call: after conversation history and trimming
         data["model"] = self.upstream_model
         data["stream"] = True
         data["stream_options"] = {"include_usage": True}
