@@ -130,8 +130,15 @@ class WinoGrande:
         return items
 
     def requests(self, item: EvalItem, tokenizer: Tokenizer | None) -> list[tuple[str, str]]:
-        """llama.cpp method: score each whole sentence after the tokens both share, so every
-        token llama.cpp averages has a log-prob, with the same (or no) BOS as llama.cpp."""
+        """llama.cpp method: each whole sentence is scored from its start (after the BOS, or
+        after its first token when the model has none), with the same (or no) BOS as llama.cpp.
+
+        Every sentence is evaluated whole and afresh, as llama-perplexity does, rather than
+        after a shared context: llama.cpp's CPU kernels round differently with the shape of
+        the batch (a 4-row GEMM vs a one-row GEMV on repacked Q4_K weights), by up to 0.3
+        nats per token on Gemma-3, so the score of an item would otherwise depend on what
+        the server evaluated before it (docs/accuracy.md).
+        """
         if self.method != "llamacpp":
             return list(item.requests)
         if tokenizer is None:
@@ -142,9 +149,9 @@ class WinoGrande:
         base0 = len(tokenizer.tokenize(first + item.choices[0]))
         base1 = len(tokenizer.tokenize(first + item.choices[1]))
         self._tokens[item.id] = (seq0, seq1, base0, base1)
-        common = _common_prefix(seq0, seq1)
         n_special = tokenizer.n_special
-        context = tokenizer.detokenize(seq0[n_special:common]) if common > n_special else ""
+        # The first token needs a context to be scored; llama.cpp never scores it anyway.
+        context = "" if n_special else tokenizer.detokenize(seq0[:1])
         if not all(text.startswith(context) for text in texts):
             context = ""  # a tokenizer that does not round-trip: score from the start
         return [(context, text[len(context) :]) for text in texts]

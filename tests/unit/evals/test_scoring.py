@@ -58,20 +58,44 @@ def _wino_item() -> EvalItem:
 def test_winogrande_llamacpp_requests_and_mean_of_the_tail() -> None:
     task, tok, item = WinoGrande(), WordTokenizer(), _wino_item()
     requests = task.requests(item, tok)
+    # Each sentence is scored whole, from after the BOS (as llama-perplexity evaluates it).
     assert requests == [
-        ("The cat sat on", " the mat today ."),
-        ("The cat sat on", " a mat today ."),
+        ("", "The cat sat on the mat today ."),
+        ("", "The cat sat on a mat today ."),
     ]
-    # 4 continuation tokens each: option, " mat", " today", " ." -> the mean of mat and today
+    # 8 tokens after the BOS; llama.cpp averages " mat" and " today" (after the option,
+    # without the full stop)
     scored = [
-        Scored(-15.0, (-1.0, -2.0, -3.0, -9.0)),
-        Scored(-7.1, (-5.0, -1.0, -1.0, -0.1)),
+        Scored(-24.0, (-3.0, -2.0, -2.0, -2.0, -1.0, -2.0, -3.0, -9.0)),
+        Scored(-16.1, (-3.0, -2.0, -2.0, -2.0, -5.0, -1.0, -1.0, -0.1)),
     ]
     outcome = task.score(item, scored, tok)
     assert outcome.choice_scores == [pytest.approx(-2.5), pytest.approx(-1.0)]
     assert outcome.choice_logprobs == [pytest.approx(-5.0), pytest.approx(-2.0)]
     assert outcome.choice_tokens == [2, 2]
     assert outcome.pred == 1 and outcome.correct
+
+
+def test_winogrande_without_bos_scores_after_the_first_token() -> None:
+    class NoBos(WordTokenizer):
+        n_special = 0
+
+        def tokenize(self, text: str) -> list[int]:
+            return super().tokenize(text)[1:]
+
+    task, tok, item = WinoGrande(), NoBos(), _wino_item()
+    assert task.requests(item, tok) == [
+        ("The", " cat sat on the mat today ."),
+        ("The", " cat sat on a mat today ."),
+    ]
+    scored = [
+        Scored(-21.0, (-2.0, -2.0, -2.0, -1.0, -2.0, -3.0, -9.0)),
+        Scored(-13.1, (-2.0, -2.0, -2.0, -5.0, -1.0, -1.0, -0.1)),
+    ]
+    assert task.score(item, scored, tok).choice_scores == [
+        pytest.approx(-2.5),
+        pytest.approx(-1.0),
+    ]
 
 
 def test_winogrande_tie_goes_to_option_two_as_in_llama_cpp() -> None:
