@@ -14,7 +14,7 @@ Four experiments, each printed next to its reference and target:
 
 Rounds alternate between the servers (a shared VM drifts by 10-20 %), medians are compared.
 
-    .venv/bin/python benchmarks/batching.py [--model smollm2-135m-instruct] [--rounds 3]
+    .venv/bin/python benchmarks/batching.py [--model M] [--rounds 4] [--single-rounds 8]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def concurrent_streams(
     url: str, model: str, prompts: list[list[int]], max_tokens: int
 ) -> tuple[float, list[float]]:
     """Aggregate tok/s of streams started together, and each stream's own decode tok/s."""
-    results: list[object] = [None] * len(prompts)
+    results: list[StreamResult | None] = [None] * len(prompts)
 
     def one(i: int) -> None:
         with httpx.Client(base_url=url, timeout=600) as http:
@@ -76,9 +76,12 @@ def concurrent_streams(
         t.start()
     for t in threads:
         t.join()
-    end = max(r.arrivals[-1] for r in results)
+    done = [r for r in results if r is not None]
+    if len(done) != len(prompts):
+        raise RuntimeError("a stream failed")
+    end = max(r.arrivals[-1] for r in done)
     total = max_tokens * len(prompts)
-    per_stream = [(max_tokens - 1) / (r.arrivals[-1] - r.arrivals[0]) for r in results]
+    per_stream = [(max_tokens - 1) / (r.arrivals[-1] - r.arrivals[0]) for r in done]
     return total / (end - started), per_stream
 
 
@@ -110,7 +113,8 @@ def itl_while_joining(url: str, model: str, rng: random.Random, vocab: int) -> t
         join_window.append(joined.arrivals[0])
     for t in threads:
         t.join()
-    inside, outside = [], []
+    inside: list[float] = []
+    outside: list[float] = []
     for r in running:
         for a, b in itertools.pairwise(r.arrivals):
             (inside if join_window[0] <= b <= join_window[1] else outside).append(b - a)
@@ -171,7 +175,10 @@ def main() -> int:
     )
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="4-stream rounds per server")
+    parser.add_argument(
+        "--single-rounds", type=int, default=8, help="single-stream rounds per server"
+    )
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--port", type=int, default=18280)
     args = parser.parse_args()
@@ -199,16 +206,25 @@ def main() -> int:
         rng = random.Random(0)
         for url in (ours_url, serial_url, ref_url):  # warm-up
             single_stream(url, args.model, random_prompt(rng, vocab, 8))
-        agg_ours, agg_ref, single_ours, single_serial = [], [], [], []
-        for _ in range(args.rounds):
-            prompts = [random_prompt(rng, vocab, 8) for _ in range(STREAMS)]
-            agg_ref.append(concurrent_streams(ref_url, args.model, prompts, DECODE_TOKENS)[0])
-            prompts = [random_prompt(rng, vocab, 8) for _ in range(STREAMS)]
-            agg_ours.append(concurrent_streams(ours_url, args.model, prompts, DECODE_TOKENS)[0])
-            single_ours.append(single_stream(ours_url, args.model, random_prompt(rng, vocab, 8)))
-            single_serial.append(
-                single_stream(serial_url, args.model, random_prompt(rng, vocab, 8))
-            )
+        agg_ours: list[float] = []
+        agg_ref: list[float] = []
+        single_ours: list[float] = []
+        single_serial: list[float] = []
+        single_ref: list[float] = []
+        for r in range(args.rounds):
+            # ABBA order: a drift during the run biases neither side.
+            order = (ref_url, ours_url) if r % 2 == 0 else (ours_url, ref_url)
+            for url in order:
+                prompts = [random_prompt(rng, vocab, 8) for _ in range(STREAMS)]
+                agg = concurrent_streams(url, args.model, prompts, DECODE_TOKENS)[0]
+                (agg_ref if url == ref_url else agg_ours).append(agg)
+        for r in range(args.single_rounds):
+            trio = [ours_url, serial_url, ref_url]
+            for url in trio if r % 2 == 0 else reversed(trio):
+                tps = single_stream(url, args.model, random_prompt(rng, vocab, 8))
+                {ours_url: single_ours, serial_url: single_serial, ref_url: single_ref}[url].append(
+                    tps
+                )
 
         def check(label: str, mine: list[float], theirs: list[float], target: float) -> None:
             nonlocal ok
@@ -223,6 +239,12 @@ def main() -> int:
         check("aggregate, 4 streams: EdgeLLM -np 4 vs llama-server -np 4", agg_ours, agg_ref, 0.9)
         check("aggregate 4 streams vs single stream (EdgeLLM -np 4)", agg_ours, single_ours, 1.3)
         check("single stream: EdgeLLM -np 4 vs EdgeLLM -np 1", single_ours, single_serial, 0.98)
+        print(
+            f"{'(reference) llama-server -np 4: aggregate / single stream':58} "
+            f"{median(agg_ref):8.1f} {median(single_ref):8.1f} "
+            f"{median(agg_ref) / median(single_ref):6.2f}"
+        )
+        print(f"{'    rounds':58} {rounds(agg_ref):>8} {rounds(single_ref):>8}")
 
         print("\ninter-token latency of 3 streams while a 1,000-token prompt joins (ms)")
         for name, url in (("EdgeLLM -np 4", ours_url), ("llama-server -np 4", ref_url)):
@@ -235,15 +257,20 @@ def main() -> int:
                   f"  (target <= 3 for EdgeLLM: {verdict})")  # fmt: skip
 
         cold, engine, lines = multi_turn(ours_url, serial_url, args.model, rng, vocab, args.turns)
-        verdict = "ok" if median(cold) <= 1.2 else "ABOVE"
-        ok = ok and median(cold) <= 1.2
+        # The target's denominator is the time to prefill only the turn's new tokens: the
+        # engine's own prefill time for them, in place (prompt_n shows only they were
+        # evaluated). A cold prompt at depth 0 is shown too; it is optimistic, as it pays no
+        # attention over the conversation so far.
+        verdict = "ok" if max(engine) <= 1.2 else "ABOVE"
+        ok = ok and max(engine) <= 1.2
         print(f"\nmulti-turn, 4 oasst1 conversations interleaved, turns 2..{args.turns}:")
         print("\n".join(lines))
         print(
-            f"  TTFT / cold TTFT of only the new tokens (depth 0): median {median(cold):.2f}, "
-            f"p90 {percentile(cold, 0.9):.2f}, max {max(cold):.2f} (target <= 1.2: {verdict})\n"
             f"  TTFT / engine time prefilling the new tokens in place: median "
-            f"{median(engine):.2f}, max {max(engine):.2f}"
+            f"{median(engine):.2f}, max {max(engine):.2f} (target <= 1.2 for every turn: "
+            f"{verdict})\n"
+            f"  TTFT / cold TTFT of only the new tokens (depth 0): median {median(cold):.2f}, "
+            f"p90 {percentile(cold, 0.9):.2f}, max {max(cold):.2f}"
         )
     finally:
         for proc in procs:

@@ -40,7 +40,9 @@ def write_llamacpp_csv(path: Path, limit: int | None) -> int:
     return len(lines)
 
 
-def run_reference(model_path: Path, csv: Path, threads: int) -> tuple[list[int], str]:
+def run_reference(
+    model_path: Path, csv: Path, threads: int, log: Path | None = None
+) -> tuple[list[int], str]:
     tool = require_tool("llama-perplexity")
     out = subprocess.run(
         [
@@ -60,6 +62,9 @@ def run_reference(model_path: Path, csv: Path, threads: int) -> tuple[list[int],
         check=True,
     )
     text = out.stdout + out.stderr
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(text)
     preds = [int(m.group(4)) - 1 for line in text.splitlines() if (m := ROW.match(line.strip()))]
     final = FINAL.search(text)
     return preds, final.group(0) if final else "(fewer than 100 tasks: no final score)"
@@ -73,11 +78,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/accuracy"))
     args = parser.parse_args()
     model_path = resolve_model(args.model).path
+    out_dir = args.out / f"winogrande-{args.model}"
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "dev-llamacpp.csv"
         n = write_llamacpp_csv(csv, args.limit)
-        ref_preds, ref_line = run_reference(model_path, csv, args.threads)
-    out_dir = args.out / f"winogrande-{args.model}"
+        ref_preds, ref_line = run_reference(
+            model_path, csv, args.threads, out_dir / "llama-perplexity.log"
+        )
     subprocess.run(
         [
             sys.executable,
@@ -96,12 +103,15 @@ def main() -> int:
         check=True,
     )
     ours = [json.loads(x) for x in (out_dir / "items.jsonl").read_text().splitlines()][:n]
-    agree = sum(1 for r, p in zip(ours, ref_preds, strict=False) if r["pred"] == p)
+    same = ours[: len(ref_preds)]  # llama-perplexity's CSV reader drops the file's last row
+    agree = sum(1 for r, p in zip(same, ref_preds, strict=False) if r["pred"] == p)
+    same_acc = 100 * sum(r["correct"] for r in same) / max(1, len(same))
     summary = json.loads((out_dir / "summary.json").read_text())["accuracy"]
     print(f"items: {n}")
     print(f"llama-perplexity: {ref_line}")
     print(f"edgellm eval:     {100 * summary['accuracy']:.4f} +/- {100 * summary['stderr']:.4f}")
-    print(f"same prediction on {agree}/{min(len(ours), len(ref_preds))} items")
+    print(f"edgellm eval on the {len(same)} items llama-perplexity scored: {same_acc:.4f}")
+    print(f"same prediction on {agree}/{len(same)} items")
     return 0
 
 
