@@ -110,6 +110,12 @@ class HttpBackendConfig(BaseModel):
     timeout_s: float = Field(300.0, gt=0, description="whole request")
     first_token_timeout_s: float = Field(60.0, gt=0)
     supports_logprobs: bool = True
+    upstream_streaming: Literal["auto", "always"] = Field(
+        "auto",
+        description="auto: a non-streamed request whose route reads no tokens as they arrive "
+        "(not a cascade) is sent upstream non-streamed and waits up to timeout_s for the whole "
+        "answer; always: every request streams upstream, so first_token_timeout_s applies too",
+    )
 
     @field_validator("url", "urls")
     @classmethod

@@ -14,6 +14,7 @@ class Call:
     messages: list[dict[str, Any]] | None = None  # chat: after conversation history is merged
     private: bool = False  # never leaves the edge (header or PII rule)
     force_top_logprobs: int | None = None  # the cascade asks for log-probs the client did not
+    needs_stream: bool = False  # the policy reads tokens as they arrive (cascade)
     headers: dict[str, str] = field(default_factory=dict)
     history: list[dict[str, Any]] | None = None  # a conversation's whole history, before trimming
 
@@ -27,6 +28,12 @@ class Call:
     @property
     def is_chat(self) -> bool:
         return isinstance(self.body, ChatCompletionRequest)
+
+    @property
+    def wants_stream(self) -> bool:
+        """Whether an upstream must stream this request: the client streams, or the policy
+        reads its tokens as they arrive."""
+        return self.body.stream or self.needs_stream
 
     @property
     def max_tokens(self) -> int | None:

@@ -115,23 +115,9 @@ class FakeBackend:
         }
         if b.first_token_delay_s:
             await asyncio.sleep(b.first_token_delay_s)
+        top_k = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
         if not body.get("stream"):
-            text = "".join(tokens)
-            choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
-            if chat:
-                choice["message"] = {"role": "assistant", "content": text}
-            else:
-                choice["text"] = text
-            await _json(
-                send,
-                200,
-                ident
-                | {
-                    "object": "chat.completion" if chat else "text_completion",
-                    "choices": [choice],
-                    "usage": _usage(tokens),
-                },
-            )
+            await self._whole(tokens, finish, chat, want_lp, top_k, ident, started, send, receive)
             return
         await send(
             {
@@ -149,10 +135,67 @@ class FakeBackend:
 
         watcher = asyncio.create_task(watch())
         try:
-            top_k = int(body.get("top_logprobs") or 0) if chat else 0
             await self._stream(tokens, finish, chat, want_lp, top_k, ident, started, send, gone)
         finally:
             watcher.cancel()
+
+    async def _whole(
+        self,
+        tokens: list[str],
+        finish: str,
+        chat: bool,
+        want_lp: bool,
+        top_k: int,
+        ident: dict[str, Any],
+        started: float,
+        send: Send,
+        receive: Receive,
+    ) -> None:
+        """A non-streamed answer, as llama-server gives it: the whole text, every token's
+        log-prob if asked, usage and `timings`. A client that leaves while the tokens are
+        being "generated" cancels it."""
+        b = self.behaviour
+        if b.die_after_tokens is not None and b.die_after_tokens < len(tokens):
+            # the head, then the connection drops before the body
+            head = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            raise ConnectionAbortedError("fake backend dies mid-answer")
+        if b.token_delay_s and len(tokens) > 1:
+
+            async def disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+
+            watcher = asyncio.create_task(disconnect())
+            try:
+                await asyncio.wait_for(asyncio.shield(watcher), b.token_delay_s * (len(tokens) - 1))
+                self.cancelled += 1
+                return
+            except TimeoutError:
+                pass
+            finally:
+                watcher.cancel()
+        text = "".join(tokens)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+            if want_lp:
+                choice["logprobs"] = {
+                    "content": [_chat_lp(tok, b.logprob, top_k) for tok in tokens]
+                }
+        else:
+            choice["text"] = text
+            if want_lp:
+                choice["logprobs"] = _completion_lp(tokens, b.logprob, top_k)
+        ms = (time.perf_counter() - started) * 1e3
+        timings = {"prompt_n": 1, "prompt_ms": 0.1, "predicted_n": len(tokens), "total_ms": ms}
+        whole = ident | {
+            "object": "chat.completion" if chat else "text_completion",
+            "choices": [choice],
+            "usage": _usage(tokens),
+            "timings": timings,
+        }
+        await _json(send, 200, whole)
 
     async def _stream(
         self,
@@ -175,28 +218,14 @@ class FakeBackend:
                 raise ConnectionAbortedError("fake backend dies mid-stream")
             if i and b.token_delay_s:
                 await asyncio.sleep(b.token_delay_s)
-            lp = {
-                "token": tok,
-                "logprob": b.logprob,
-                "bytes": list(tok.encode()),
-                "top_logprobs": [
-                    {"token": f"{tok}~{k}", "logprob": b.logprob - 1 - k, "bytes": []}
-                    for k in range(top_k)
-                ],
-            }
             if chat:
                 choice = {"index": 0, "delta": {"content": tok}, "finish_reason": None}
                 if want_lp:
-                    choice["logprobs"] = {"content": [lp]}
+                    choice["logprobs"] = {"content": [_chat_lp(tok, b.logprob, top_k)]}
             else:
                 choice = {"index": 0, "text": tok, "finish_reason": None}
                 if want_lp:
-                    choice["logprobs"] = {
-                        "tokens": [tok],
-                        "token_logprobs": [b.logprob],
-                        "top_logprobs": [{}],
-                        "text_offset": [0],
-                    }
+                    choice["logprobs"] = _completion_lp([tok], b.logprob, top_k)
             try:
                 await send(
                     {"type": "http.response.body", "body": _sse(ident, [choice]), "more_body": True}
@@ -215,6 +244,30 @@ class FakeBackend:
         tail += _sse(ident | {"usage": _usage(tokens), "timings": timings}, [])
         tail += b"data: [DONE]\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _chat_lp(tok: str, logprob: float, top_k: int) -> dict[str, Any]:
+    return {
+        "token": tok,
+        "logprob": logprob,
+        "bytes": list(tok.encode()),
+        "top_logprobs": [
+            {"token": f"{tok}~{k}", "logprob": logprob - 1 - k, "bytes": []} for k in range(top_k)
+        ],
+    }
+
+
+def _completion_lp(tokens: list[str], logprob: float, top_k: int) -> dict[str, Any]:
+    offsets, pos = [], 0
+    for tok in tokens:
+        offsets.append(pos)
+        pos += len(tok)
+    return {
+        "tokens": tokens,
+        "token_logprobs": [logprob] * len(tokens),
+        "top_logprobs": [{f"{tok}~{k}": logprob - 1 - k for k in range(top_k)} for tok in tokens],
+        "text_offset": offsets,
+    }
 
 
 def _usage(tokens: list[str]) -> dict[str, int]:

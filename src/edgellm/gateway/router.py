@@ -335,7 +335,7 @@ class Router:
             self._fit_history(call, model, replica, info)
         state = replica.state
         state.outstanding += 1
-        timeout = replica.first_token_timeout_s
+        timeout = replica.first_event_timeout(call)
         stream = None
         try:
             async with asyncio.timeout(timeout):
@@ -352,7 +352,12 @@ class Router:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if isinstance(exc, TimeoutError | StopAsyncIteration):
-                exc = UpstreamError(f"{replica.id}: no first token within {timeout} s", status=504)
+                exc = UpstreamError(
+                    f"{replica.id}: no first token within {timeout} s"
+                    if timeout == replica.first_token_timeout_s
+                    else f"{replica.id}: request timed out (no answer within {timeout} s)",
+                    status=504,
+                )
             outcome = _outcome(exc)
             self.metrics.requests_child(model.name, replica.id, outcome).inc()
             info.hop(model.name, replica.id, outcome, t0, error=_short(exc))

@@ -108,12 +108,20 @@ def test_ordered_fallback_edge_edge_cloud_and_timeouts(fakes: list[Fake]) -> Non
     small, large, cloud = fakes
     small.b.fail_status = 503
     large.b.first_token_delay_s = 2.0  # slower than its first-token timeout
+    # A non-streamed request goes upstream whole (no first token to time), unless the backend
+    # always streams; then its first-token timeout fails over as for a streaming client.
     gw = start_gateway(
         {
             "models": [],
             "remote_models": [
                 remote("small", [small.base_url], tier="edge-small"),
-                remote("large", [large.base_url], tier="edge-large", first_token_timeout_s=0.3),
+                remote(
+                    "large",
+                    [large.base_url],
+                    tier="edge-large",
+                    first_token_timeout_s=0.3,
+                    upstream_streaming="always",
+                ),
                 remote("cloud", [cloud.base_url], tier="cloud"),
             ],
             "router": {"retries": 0},
@@ -324,5 +332,60 @@ def test_whole_request_timeout(fakes: list[Fake]) -> None:
             with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
                 lines = [x for x in s.iter_lines() if x.startswith("data:")]
             assert '"error"' in lines[-2] and lines[-1] == "data: [DONE]"
+    finally:
+        gw.stop()
+
+
+def test_whole_answer_upstream_is_not_cut_by_the_first_token_timeout(fakes: list[Fake]) -> None:
+    """A non-streamed request goes upstream whole: its first event is the end of the answer, so
+    only `timeout_s` bounds it; a streaming client's request still has its first-token limit."""
+    slow = fakes[0]
+    slow.b.first_token_delay_s = 0.6
+    gw = start_gateway(
+        {
+            "models": [],
+            "remote_models": [
+                remote("edge", [slow.base_url], "edge-small", first_token_timeout_s=0.3)
+            ],
+            "router": {"retries": 0},
+        }
+    )
+    try:
+        with gw.http() as http:
+            r = http.post("/v1/chat/completions", json={"model": "edge", **CHAT})
+            assert r.status_code == 200, r.text
+            assert "stream" not in slow.backend.last_body
+            assert r.json()["choices"][0]["message"]["content"] == "r0 ok."
+            body = {"model": "edge", **CHAT, "stream": True}
+            with http.stream("POST", "/v1/chat/completions", json=body) as s:
+                s.read()
+            assert s.status_code == 504 and b"no first token within 0.3 s" in s.content
+    finally:
+        gw.stop()
+
+
+def test_whole_answer_upstream_fails_over_on_error_and_cut_connection(fakes: list[Fake]) -> None:
+    """Nothing reached the client: an error status or an answer cut mid-body moves on."""
+    broken, dying, good = fakes
+    broken.b.fail_status = 500
+    dying.b.die_after_tokens = 1
+    gw = start_gateway(
+        {
+            "models": [],
+            "remote_models": [
+                remote("edge", [broken.base_url, dying.base_url, good.base_url], "edge-small")
+            ],
+            "router": {"retries": 0, "failure_threshold": 100},
+        }
+    )
+    try:
+        with gw.http() as http:
+            for _ in range(3):  # the starting replica rotates
+                r = http.post("/v1/chat/completions", json={"model": "edge", **CHAT})
+                assert r.status_code == 200, r.text
+                route = r.json()["route"]
+                assert route["replica"] == good.base_url
+                assert r.json()["choices"][0]["message"]["content"] == "r2 ok."
+            assert broken.backend.requests >= 1 and dying.backend.requests >= 1
     finally:
         gw.stop()

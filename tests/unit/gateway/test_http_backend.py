@@ -38,6 +38,8 @@ def backend(url: str, **cfg: Any) -> HttpBackend:
 
 
 def chat_call(**body: Any) -> Call:
+    """A streamed chat request (the upstream streams too), unless `stream=False` is given."""
+    body.setdefault("stream", True)
     req = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}], **body)
     return Call.of(req, {})
 
@@ -181,7 +183,7 @@ def test_completions_echo_is_not_doubled() -> None:
         {"choices": [{"text": "Say hi"}]},
         {"choices": [{"text": " there", "finish_reason": "stop"}]},
     )
-    call = Call.of(CompletionRequest(model="m", prompt="Say hi", echo=True), {})
+    call = Call.of(CompletionRequest(model="m", prompt="Say hi", echo=True, stream=True), {})
 
     async def test(server: RawServer) -> tuple[str, list[str], str]:
         stream, echo = await backend(server.url).open(call)
@@ -190,3 +192,123 @@ def test_completions_echo_is_not_doubled() -> None:
 
     echo, texts, path = asyncio.run(with_server(fixed(200, body, "text/event-stream"), test))
     assert echo == "Say hi" and texts == [" there"] and path == "/v1/completions"
+
+
+# -- non-streamed requests: a whole JSON answer upstream -------------------------------------
+
+
+def whole(status: int, data: dict[str, Any]) -> Handler:
+    return fixed(status, json.dumps(data).encode())
+
+
+def test_non_streamed_request_asks_for_a_whole_answer_and_gives_the_same_events() -> None:
+    """What the SSE stream of the same answer gives: the text and every log-prob, then
+    Finished with the upstream's usage and timings."""
+    lp = {"token": "Hi", "logprob": -0.5, "bytes": [72, 105],
+          "top_logprobs": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105]}]}  # fmt: skip
+    lp2 = {"token": "!", "logprob": -0.25, "bytes": [33], "top_logprobs": []}
+    answer = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi!"},
+                "logprobs": {"content": [lp, lp2]},
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        "timings": {"prompt_n": 3, "predicted_n": 2, "predicted_ms": 4.5},
+    }
+    call = chat_call(stream=False, max_tokens=2, stream_options={"include_usage": True})
+
+    async def test(server: RawServer) -> tuple[list[Any], Received]:
+        return await run(backend(server.url), call), server.requests[0]
+
+    events, seen = asyncio.run(with_server(whole(200, answer), test))
+    sent = json.loads(seen.body)
+    assert "stream" not in sent and "stream_options" not in sent  # a plain, whole request
+    assert seen.headers["accept"] == "application/json" and sent["model"] == "up-model"
+    delta, done = events
+    assert isinstance(delta, TextDelta) and delta.text == "Hi!"
+    assert [t.logprob for t in delta.logprobs] == [-0.5, -0.25]
+    assert delta.logprobs[0].top[0].token == "Hi" and delta.logprobs[0].bytes == b"Hi"
+    assert isinstance(done, Finished) and done.reason is FinishReason.LENGTH
+    assert (done.prompt_tokens, done.completion_tokens) == (3, 2)
+    assert done.timings.prompt_n == 3 and done.timings.predicted_ms == 4.5
+
+
+def test_whole_completion_strips_the_echo_and_reads_completion_logprobs() -> None:
+    answer = {
+        "choices": [
+            {
+                "text": "Say hi there",
+                "logprobs": {"tokens": [" there"], "token_logprobs": [-0.1],
+                             "top_logprobs": [{" there": -0.1}], "text_offset": [6]},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1},
+    }  # fmt: skip
+    call = Call.of(CompletionRequest(model="m", prompt="Say hi", echo=True, logprobs=1), {})
+
+    async def test(server: RawServer) -> tuple[str, list[Any]]:
+        stream, echo = await backend(server.url).open(call)
+        return echo, [e async for e in stream]
+
+    echo, events = asyncio.run(with_server(whole(200, answer), test))
+    assert echo == "Say hi"
+    delta, done = events
+    assert isinstance(delta, TextDelta) and delta.text == " there"
+    assert delta.logprobs[0].token == " there" and delta.logprobs[0].top[0].logprob == -0.1
+    assert isinstance(done, Finished) and done.reason is FinishReason.STOP
+
+
+def test_whole_answer_errors_fail_before_any_event() -> None:
+    """An error status, an error object, a connection cut mid-body: nothing was sent, so the
+    router may fail over (the first event is Failed, or open() raises)."""
+
+    async def cut(_: Received, writer: asyncio.StreamWriter) -> None:
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"choices"')
+        await writer.drain()
+        writer.transport.abort()
+
+    async def test(server: RawServer) -> list[Any]:
+        return await run(backend(server.url), chat_call(stream=False))
+
+    with pytest.raises(UpstreamError, match="answer broke: ReadError") as err:
+        asyncio.run(with_server(cut, test))
+    assert err.value.retryable
+    with pytest.raises(UpstreamError, match="answered 503"):
+        asyncio.run(with_server(whole(503, {"error": {"message": "busy"}}), test))
+    events = asyncio.run(with_server(whole(200, {"error": {"message": "oops"}}), test))
+    assert len(events) == 1 and isinstance(events[0], Failed) and "oops" in str(events[0].error)
+    events = asyncio.run(with_server(whole(200, {"choices": [{"message": {}}]}), test))
+    assert isinstance(events[-1], Failed) and "finish_reason" in str(events[-1].error)
+
+
+def test_first_event_timeout_of_a_whole_answer_is_the_whole_request_limit() -> None:
+    b = backend("http://127.0.0.1:9", first_token_timeout_s=1.0, timeout_s=30.0)
+    assert b.first_event_timeout(chat_call(stream=False)) == 30.0
+    assert b.first_event_timeout(chat_call(stream=True)) == 1.0
+    cascade = chat_call(stream=False)
+    cascade.needs_stream = True  # a cascade reads tokens as they arrive
+    assert b.first_event_timeout(cascade) == 1.0 and b.streams(cascade)
+    always = backend("http://127.0.0.1:9", first_token_timeout_s=1.0, upstream_streaming="always")
+    assert always.streams(chat_call(stream=False))
+    assert always.first_event_timeout(chat_call(stream=False)) == 1.0
+
+
+def test_upstream_streaming_always_streams_a_non_streamed_request() -> None:
+    body = sse(
+        {"choices": [{"delta": {"content": "a"}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}},
+    )
+
+    async def test(server: RawServer) -> tuple[list[Any], Received]:
+        b = backend(server.url, upstream_streaming="always")
+        return await run(b, chat_call(stream=False)), server.requests[0]
+
+    events, seen = asyncio.run(with_server(fixed(200, body, "text/event-stream"), test))
+    sent = json.loads(seen.body)
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 1

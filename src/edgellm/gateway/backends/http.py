@@ -1,7 +1,12 @@
 """A replica behind the OpenAI HTTP API: an EdgeLLM node, llama-server, Ollama, vLLM or a cloud.
 
-Requests always go upstream as SSE streams (usage included), whatever the client asked, so the
-gateway sees the first token, can fail over before it, and can cancel by closing the connection.
+A request goes upstream as an SSE stream (usage included) when the client streams or the route
+reads tokens as they arrive (a cascade), or when the backend is configured with
+`upstream_streaming: always`: the gateway sees the first token, can fail over before it, and
+cancels by closing the connection. Any other request (a non-streamed one on an explicit model or a
+`rules`/`learned`/`load` route) asks the upstream for a whole JSON answer, which becomes the same
+events (one text delta with every log-prob, then the final event); it is read completely before
+the first event, so a failure anywhere in it still fails over.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
 
 _NOT_FORWARDED = {"conversation_id", "messages"}
+_ACCEPT_SSE = b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+_ACCEPT_JSON = b"Content-Type: application/json\r\nAccept: application/json\r\n"
 _TIMING_FIELDS = ("queue_ms", "ttft_ms", "cache_n", "prompt_n", "prompt_ms", "predicted_n")
 
 
@@ -60,6 +67,7 @@ class HttpBackend:
         self._paths = {True: base + b"/chat/completions", False: base + b"/completions"}
         self.state = state
         self.first_token_timeout_s: float | None = config.first_token_timeout_s
+        self._always_stream = config.upstream_streaming == "always"
         self._ctx: int | None = None
 
     def auth_headers(self) -> dict[str, str]:
@@ -68,20 +76,32 @@ class HttpBackend:
         key = os.environ.get(self.config.api_key_env, "")
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def _header_lines(self) -> bytes:
-        lines = b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+    def _header_lines(self, stream: bool) -> bytes:
+        lines = _ACCEPT_SSE if stream else _ACCEPT_JSON
         for name, value in self.auth_headers().items():
             lines += f"{name}: {value}\r\n".encode("latin-1")
         return lines
 
-    def payload(self, call: Call) -> dict[str, Any]:
+    def streams(self, call: Call) -> bool:
+        """Whether `call` goes upstream as an SSE stream (else as one whole JSON answer)."""
+        return call.wants_stream or self._always_stream
+
+    def first_event_timeout(self, call: Call) -> float | None:
+        # a whole answer's first event is its end: only the whole-request limit applies to it
+        return self.first_token_timeout_s if self.streams(call) else self.config.timeout_s
+
+    def payload(self, call: Call, *, stream: bool = True) -> dict[str, Any]:
         body = call.body
         data = body.model_dump(
             exclude_none=True, exclude_defaults=True, exclude=_NOT_FORWARDED
         )  # messages come from the call: after conversation history and trimming
         data["model"] = self.upstream_model
-        data["stream"] = True
-        data["stream_options"] = {"include_usage": True}
+        if stream:
+            data["stream"] = True
+            data["stream_options"] = {"include_usage": True}
+        else:  # OpenAI rejects stream_options without stream
+            data.pop("stream", None)
+            data.pop("stream_options", None)
         chat = isinstance(body, ChatCompletionRequest)
         if chat:
             data["messages"] = call.messages
@@ -96,15 +116,17 @@ class HttpBackend:
     async def open(self, call: Call) -> tuple[EventStream, str]:
         cfg = self.config
         deadline = time.monotonic() + cfg.timeout_s
-        body = json.dumps(self.payload(call), separators=(",", ":")).encode()
-        read_timeout = _min(cfg.first_token_timeout_s, cfg.timeout_s)
+        stream = self.streams(call)
+        body = json.dumps(self.payload(call, stream=stream), separators=(",", ":")).encode()
+        # streamed: the longest wait for the first (and every next) chunk; whole: for the answer
+        read_timeout = _min(cfg.first_token_timeout_s, cfg.timeout_s) if stream else cfg.timeout_s
         try:
             response = await self.upstream.request(
                 self.origin,
                 b"POST",
                 self._paths[call.is_chat],
                 body,
-                self._header_lines(),
+                self._header_lines(stream),
                 connect_timeout=_min(cfg.connect_timeout_s, cfg.timeout_s),
                 read_timeout=read_timeout,
             )
@@ -129,11 +151,22 @@ class HttpBackend:
         req = call.body
         if not call.is_chat and getattr(req, "echo", False) and isinstance(req.prompt, str):  # type: ignore[union-attr]
             echo = req.prompt  # type: ignore[union-attr]
-        stream = HttpStream(
+        if not stream:
+            try:
+                raw = await response.read(max(deadline - time.monotonic(), 0.0))
+            except HttpTimeout as exc:
+                raise UpstreamError(f"{self.id}: request timed out", status=504) from exc
+            except HttpClientError as exc:
+                raise UpstreamError(f"{self.id}: answer broke: {type(exc).__name__}") from exc
+            finally:
+                response.close()
+            answer = WholeAnswer(_answer_events(raw, self.id, chat=call.is_chat, strip_echo=echo))
+            return answer, echo
+        events = HttpStream(
             response, self.id, chat=call.is_chat, strip_echo=echo, read_timeout=read_timeout
         )
-        stream.deadline = deadline
-        return stream, echo
+        events.deadline = deadline
+        return events, echo
 
     async def check_health(self) -> bool:
         if self.config.health_path is None:
@@ -269,6 +302,65 @@ class HttpStream:
         if not text and not lps:
             return None
         return TextDelta(text=text, token_ids=(), logprobs=lps)
+
+
+class WholeAnswer:
+    """The events of a whole (non-streamed) upstream answer, already read and parsed."""
+
+    def __init__(self, events: list[GenerationEvent]) -> None:
+        self._events = events
+
+    def cancel(self) -> None:
+        """Nothing to stop: the upstream has answered and its connection is back in the pool."""
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        for event in self._events:
+            yield event
+
+
+def _answer_events(
+    raw: bytes, source: str, *, chat: bool, strip_echo: str = ""
+) -> list[GenerationEvent]:
+    """A whole chat or text completion as the events its SSE stream would have given: one
+    delta with the text and every log-prob (none if both are empty), then Finished; or Failed."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return [Failed(UpstreamError(f"{source}: the answer is not JSON: {raw[:200]!r}"))]
+    if not isinstance(data, dict):
+        return [Failed(UpstreamError(f"{source}: the answer is not a JSON object"))]
+    if "error" in data:
+        err = data["error"]
+        msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+        return [Failed(UpstreamError(f"{source}: {msg}"))]
+    choices = data.get("choices") or []
+    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    finish = choice.get("finish_reason")
+    if chat:
+        text = (choice.get("message") or {}).get("content") or ""
+        lps = _chat_logprobs(choice.get("logprobs"))
+    else:
+        text = choice.get("text") or ""
+        lps = _completion_logprobs(choice.get("logprobs"))
+        if strip_echo and text.startswith(strip_echo):
+            text = text[len(strip_echo) :]
+    events: list[GenerationEvent] = []
+    if text or lps:
+        events.append(TextDelta(text=text, token_ids=(), logprobs=lps))
+    if not finish:
+        events.append(Failed(UpstreamError(f"{source}: the answer has no finish_reason")))
+        return events
+    usage = data.get("usage") or {}
+    n_tokens = len(lps) if lps else int(bool(text))
+    events.append(
+        Finished(
+            reason=FinishReason.LENGTH if finish == "length" else FinishReason.STOP,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", n_tokens)),
+            timings=_timings(data.get("timings") or {}),
+        )
+    )
+    return events
 
 
 def _timings(raw: dict[str, Any]) -> Timings:

@@ -56,6 +56,9 @@ class LocalBackend:
         )
         return engine.submit(gen), echo  # a full queue raises OverloadedError (429) here
 
+    def first_event_timeout(self, call: Call) -> float | None:
+        return None
+
     async def check_health(self) -> bool:
         return self.pool.state is PoolState.READY
 

@@ -34,6 +34,7 @@ class CascadePolicy:
         if call.private:
             tiers = [m for m in tiers if m.is_edge]
         info.threshold = self.config.threshold
+        call.needs_stream = True  # tokens are scored as they arrive, the small answer cut early
         info.signals["scorer"] = self.config.scorer.kind
         info.signals["early_abort_tokens"] = self.config.early_abort_tokens
         for i, model in enumerate(tiers):
