@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgellm import __version__
 from edgellm.api import generation
 from edgellm.api.errors import edgellm_error_response, error_response, install_error_handlers
-from edgellm.api.limits import BodySizeLimit
+from edgellm.api.limits import BodySizeLimit, declared_too_large, reject_too_large
 from edgellm.api.metrics import Metrics
 from edgellm.api.schemas import (
     ChatCompletionRequest,
@@ -86,36 +86,62 @@ def _is_json(content_type: bytes) -> bool:
 
 
 class _FastGeneration:
-    """Chat and text completions as plain ASGI, in front of FastAPI's routing (the hot path of
-    the gateway): the body is validated once, straight from its bytes
-    (`model_validate_json`), with no dependency solving or request-model machinery. Anything
-    unusual (a body that does not validate, a non-JSON content type) is handed to the FastAPI
-    route with the body replayed, so error answers stay exactly FastAPI's."""
+    """Chat and text completions as plain ASGI, in front of FastAPI (the hot path of the
+    gateway). It does in one place what the middleware chain does for every other request, in
+    the same order: the declared body size (413), the API key and its rate limit (401/429,
+    counted), the body read with its size counted (413), then the request counter around the
+    answer. The body is validated once, straight from its bytes (`model_validate_json`), with no
+    dependency solving or request-model machinery. Anything unusual (a body that does not
+    validate, a non-JSON content type) is handed to the whole FastAPI stack with the body
+    replayed and the key marked as checked, so error answers stay exactly FastAPI's."""
 
     def __init__(
         self,
         app: ASGIApp,
         routes: FastRoutes,
+        *,
+        metrics: Metrics,
+        auth: ApiKeyAuth,
+        max_bytes: int,
     ) -> None:
-        self.app = app
+        self.app = app  # the whole FastAPI stack
         self.routes = routes
+        self.metrics = metrics
+        self.auth = auth
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
+        route = self.routes[scope["path"]]
+        if declared_too_large(scope, self.max_bytes):
+            await reject_too_large(send, self.max_bytes)
+            return
+        state = scope.setdefault("state", {})
+        metrics = self.metrics
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                metrics.count(scope["path"], state.get("model", ""), message["status"])
+            await send(message)
+
+        if not await self.auth.admit(scope, counting_send):
             return
         for name, value in scope["headers"]:
             if name == b"content-type" and not _is_json(value):
                 await self.app(scope, receive, send)
                 return
         chunks = []
+        seen = 0
         more = True
         while more:
             message = await receive()
             if message["type"] != "http.request":  # the client left while sending
                 return
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await reject_too_large(send, self.max_bytes)
+                return
+            chunks.append(chunk)
             more = message.get("more_body", False)
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         model, handler = route
@@ -137,7 +163,43 @@ class _FastGeneration:
             response = error_response(
                 500, f"internal error: {type(exc).__name__}", code="internal_error"
             )
-        await response(scope, receive, send)
+        await response(scope, receive, counting_send)
+
+
+class _App(FastAPI):
+    """FastAPI, with chat and text completions answered by `fast` before its middleware
+    stack (unless FastAPI's native OpenTelemetry instrumentation is on: then every request
+    goes through the stack, to be traced)."""
+
+    fast: _FastGeneration | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast
+        if (
+            fast is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in fast.routes
+            and not self._telemetry_on()
+        ):
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            scope["app"] = self
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The whole FastAPI app, middleware and routing (what `fast` hands on)."""
+        await super().__call__(scope, receive, send)
+
+    def _telemetry_on(self) -> bool:
+        telemetry = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.130
+        return telemetry is not None and bool(telemetry.enabled())
+
+
+async def _unreachable(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("only ApiKeyAuth.admit() is used on the fast path")
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -173,7 +235,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         if pool is not None:
             pool.close()
 
-    app = FastAPI(title="EdgeLLM", version=__version__, lifespan=lifespan)
+    app = _App(title="EdgeLLM", version=__version__, lifespan=lifespan)
     app.state.pool = pool
     app.state.router = router
     app.state.metrics = metrics
@@ -200,8 +262,11 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         "/v1/chat/completions": (ChatCompletionRequest, chat),
         "/v1/completions": (CompletionRequest, complete),
     }
-    app.add_middleware(_FastGeneration, routes=fast_routes)  # innermost: after auth and limits
-    app.add_middleware(ApiKeyAuth, config=router.config.auth)
+    auth = ApiKeyAuth(_unreachable, config=router.config.auth)  # its checks, for the fast path
+    app.fast = _FastGeneration(
+        app.stack, fast_routes, metrics=metrics, auth=auth, max_bytes=server.max_body_bytes
+    )
+    app.add_middleware(ApiKeyAuth, config=router.config.auth, buckets=auth.buckets)
     app.add_middleware(_CountRequests, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=server.max_body_bytes)
 
@@ -219,8 +284,9 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         request.state.model = body.model
         return Call.of(body, {k.lower(): v for k, v in request.headers.items()})
 
-    # Served by _FastGeneration; these routes answer what it hands on (invalid bodies, other
-    # content types) and document the endpoints in the OpenAPI schema.
+    # Served by _FastGeneration (app.fast); these routes answer what it hands on (invalid bodies,
+    # other content types, every request while OpenTelemetry is on) and document the endpoints
+    # in the OpenAPI schema.
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await chat(body, request)

@@ -30,15 +30,9 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    await self._reject(send)
-                    return
+        if declared_too_large(scope, self.max_bytes):
+            await self._reject(send)
+            return
         seen = 0
         started = False
 
@@ -64,16 +58,32 @@ class BodySizeLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        error = BodyTooLarge(self.max_bytes)
-        body = json_error_bytes(413, error.detail, code=error.code)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await reject_too_large(send, self.max_bytes)
+
+
+def declared_too_large(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request's Content-Length is over `max_bytes`."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value) > max_bytes
+            except ValueError:
+                return False
+    return False
+
+
+async def reject_too_large(send: Send, max_bytes: int) -> None:
+    """The 413 answer, sent before the body is parsed."""
+    error = BodyTooLarge(max_bytes)
+    body = json_error_bytes(413, error.detail, code=error.code)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

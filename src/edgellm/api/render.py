@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +102,12 @@ class ResponseIds:
 
     @classmethod
     def new(cls, model: str, prefix: str) -> ResponseIds:
-        return cls(model=model, id=f"{prefix}-{uuid.uuid4().hex}")
+        # 128 random bits as 32 hex digits, as uuid4().hex gave, without a getrandom() system
+        # call per answer (the ids are opaque labels, not secrets)
+        return cls(model=model, id=f"{prefix}-{_ids.getrandbits(128):032x}")
+
+
+_ids = random.Random()  # seeded from the OS once, at import
 
 
 # -- chat -----------------------------------------------------------------------------------

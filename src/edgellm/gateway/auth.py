@@ -16,6 +16,7 @@ from edgellm.api.errors import json_error_bytes
 from edgellm.config import ApiKeyConfig, AuthConfig
 
 _OPEN_PATHS = {"/health", "/metrics"}
+ADMITTED = "edgellm.admitted"  # scope key: the request's key was already checked (and charged)
 
 
 def hash_key(key: str) -> str:
@@ -45,20 +46,38 @@ class TokenBucket:
 
 
 class ApiKeyAuth:
-    def __init__(self, app: ASGIApp, config: AuthConfig) -> None:
+    def __init__(
+        self, app: ASGIApp, config: AuthConfig, buckets: dict[str, TokenBucket] | None = None
+    ) -> None:
         self.app = app
         self.keys = {k.sha256: k for k in config.keys}
-        self.buckets = {k.name: TokenBucket.of(k) for k in config.keys}
+        # shared with the fast path's checks: one bucket per key, whichever path a request takes
+        self.buckets = (
+            buckets if buckets is not None else {k.name: TokenBucket.of(k) for k in config.keys}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope.get("path") in _OPEN_PATHS:
+        if (
+            scope["type"] != "http"
+            or not self.keys
+            or scope.get("path") in _OPEN_PATHS
+            or scope.get(ADMITTED)
+        ):
             await self.app(scope, receive, send)
             return
+        if await self.admit(scope, send):
+            await self.app(scope, receive, send)
+
+    async def admit(self, scope: Scope, send: Send) -> bool:
+        """Check the request's key and take a token from its bucket: True if it may go on
+        (marked in the scope, so the check is not repeated), else the 401/429 is sent."""
+        if not self.keys:
+            return True
         key = _presented_key(scope)
         cfg = self.keys.get(hash_key(key)) if key else None
         if cfg is None:
             await _reject(send, 401, "a valid API key is required", "invalid_api_key")
-            return
+            return False
         wait = self.buckets[cfg.name].take()
         if wait > 0:
             await _reject(
@@ -69,9 +88,10 @@ class ApiKeyAuth:
                 "rate_limit_exceeded",
                 retry_after=wait,
             )
-            return
+            return False
         scope.setdefault("state", {})["api_key_name"] = cfg.name
-        await self.app(scope, receive, send)
+        scope[ADMITTED] = True
+        return True
 
 
 def _presented_key(scope: Scope) -> str | None:

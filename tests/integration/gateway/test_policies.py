@@ -261,6 +261,50 @@ def test_api_keys_and_rate_limits(tiers: tuple[Fake, Fake, Fake]) -> None:
         gw.stop()
 
 
+def test_fast_path_and_the_fastapi_stack_share_keys_limits_and_counts(
+    tiers: tuple[Fake, Fake, Fake],
+) -> None:
+    """Chat requests are answered in front of FastAPI, invalid ones by FastAPI's own stack:
+    either way one token per request, one count per answer, the same 413."""
+    key = "sk-edge-secret"
+    auth = {
+        "keys": [{"name": "team", "sha256": hash_key(key), "requests_per_minute": 1, "burst": 3}]
+    }
+    gw = start_gateway(three_tiers(tiers, auth=auth))
+    try:
+        with gw.http() as http:
+            good = {"Authorization": f"Bearer {key}"}
+            r = http.post("/v1/chat/completions", json=chat("hi"), headers=good)
+            assert r.status_code == 200
+            r = http.post("/v1/chat/completions", json={"model": "auto"}, headers=good)
+            assert r.status_code == 422  # FastAPI's answer, from the replayed body
+            r = http.post(
+                "/v1/chat/completions",
+                content=b"x",
+                headers=good | {"Content-Type": "text/plain"},
+            )
+            assert r.status_code == 422  # not JSON: FastAPI's route answers
+            r = http.post("/v1/chat/completions", json=chat("hi"), headers=good)
+            assert r.status_code == 429  # 3 requests took the burst of 3, whichever path
+            r = http.post("/v1/chat/completions", json=chat("hi"))
+            assert r.status_code == 401
+            big = chat("x" * 5_000_000)
+            assert http.post("/v1/chat/completions", json=big, headers=good).status_code == 413
+            metrics = http.get("/metrics").text
+        counted = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("edgellm_requests_total{")
+        }
+        chat_path = 'endpoint="/v1/chat/completions"'
+        assert counted[f'edgellm_requests_total{{{chat_path},model="auto",status="200"}}'] == 1
+        assert counted[f'edgellm_requests_total{{{chat_path},model="",status="422"}}'] == 2
+        assert counted[f'edgellm_requests_total{{{chat_path},model="",status="429"}}'] == 1
+        assert counted[f'edgellm_requests_total{{{chat_path},model="",status="401"}}'] == 1
+    finally:
+        gw.stop()
+
+
 def test_conversation_history_is_kept_and_trimmed(tiers: tuple[Fake, Fake, Fake]) -> None:
     small = tiers[0]
     cfg = three_tiers(tiers)
