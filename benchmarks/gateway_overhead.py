@@ -5,7 +5,11 @@ share CPU 1; the proxy under test (EdgeLLM gateway, and LiteLLM proxy if a Pytho
 `litellm[proxy]` is given) runs alone, pinned to CPU 0, one worker. The load generator is a
 hand-written keep-alive HTTP/1.1 client on asyncio (no wrk here), so it costs little per request.
 
-Measured for the bare fake backend, the EdgeLLM gateway and LiteLLM, in the same run:
+Measured for the bare fake backend, a byte relay, the EdgeLLM gateway and LiteLLM, in the same
+run. The relay (asyncio + uvloop, pinned to CPU 0 like the proxies) copies bytes between each
+client connection and one upstream connection and does nothing else: what it adds is the floor
+any proxy process pays here (two more loopback hops, waking the other core twice), before any
+HTTP or routing work.
 - latency at 1 connection (median, p99);
 - latency at 50 concurrent clients at a moderate offered load (--rate req/s in total, Poisson
   arrivals per client), p50 and p99, and the difference to the bare backend (= added latency);
@@ -39,6 +43,45 @@ import psutil
 BODY = json.dumps(
     {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 ).encode()
+
+
+RELAY = """
+import asyncio, sys, uvloop
+UP, PORT = int(sys.argv[1]), int(sys.argv[2])
+
+class Up(asyncio.Protocol):
+    def __init__(self, down):
+        self.down = down
+    def data_received(self, data):
+        self.down.write(data)
+    def connection_lost(self, exc):
+        self.down.close()
+
+class Down(asyncio.Protocol):
+    up = None
+    def connection_made(self, transport):
+        self.transport = transport
+        self.early = []  # bytes that came before the upstream connection was up
+        asyncio.get_running_loop().create_task(self.connect())
+    async def connect(self):
+        loop = asyncio.get_running_loop()
+        self.up, _ = await loop.create_connection(lambda: Up(self.transport), "127.0.0.1", UP)
+        self.up.write(b"".join(self.early))
+    def data_received(self, data):
+        if self.up is None:
+            self.early.append(data)
+        else:
+            self.up.write(data)
+    def connection_lost(self, exc):
+        if self.up is not None:
+            self.up.close()
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Down, "127.0.0.1", PORT)
+    await server.serve_forever()
+
+uvloop.run(main())
+"""
 
 
 def free_port() -> int:
@@ -240,6 +283,10 @@ def main() -> int:
         procs.append(spawn([py, "-c", fake_code], 1, fake_port))
         results.append(asyncio.run(measure("fake (direct)", fake_port, procs[-1].pid, args)))
 
+        relay_port = free_port()
+        procs.append(spawn([py, "-c", RELAY, str(fake_port), str(relay_port)], 0, relay_port))
+        results.append(asyncio.run(measure("byte relay", relay_port, procs[-1].pid, args)))
+
         gw_port = free_port()
         cfg = tmp / "gateway.yaml"
         cfg.write_text(
@@ -299,10 +346,10 @@ def main() -> int:
                  if r is not base else "-")  # fmt: skip
         print(f"| {r.name} | {r.p50_1:.2f} / {r.p99_1:.2f} | {r.p50_50:.2f} / {r.p99_50:.2f} | "
               f"{added} | {r.rps_10:.0f} | {r.rps_50:.0f} | {r.cpu_ms:.2f} |")  # fmt: skip
-    if len(results) == 3:
+    if len(results) == 4:
         print(
             "\nEdgeLLM / LiteLLM max req/s (10 conns): "
-            f"{results[1].rps_10 / results[2].rps_10:.1f}x"
+            f"{results[2].rps_10 / results[3].rps_10:.1f}x"
         )
     return 0
 
