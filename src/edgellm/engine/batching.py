@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
-import statistics
 import threading
 import time
 from collections import OrderedDict, deque
@@ -29,6 +28,7 @@ from edgellm.engine.generation import ActiveGeneration
 from edgellm.engine.jobs import GenerationJob, SchedulerStats, common_prefix_len
 from edgellm.engine.llama import LlamaModel
 from edgellm.engine.logprobs import log_softmax_at
+from edgellm.engine.pacing import PrefillPacer
 from edgellm.engine.types import (
     Failed,
     FinishReason,
@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 
 SCORING_CHUNK = 64  # positions with logits per step for scoring jobs (output buffer bound)
 MIN_SAVED_TOKENS = 32  # shorter caches are cheaper to prefill again than to save
-# Prefill time per step, in decode steps, while streams are running: a joining long prompt then
-# keeps the streams' inter-token latency within about 2x its median.
-PREFILL_SHARE = 1.0
 MIN_REUSED_TOKENS = 16  # a shared prefix shorter than this is not worth another slot's cache
 
 
@@ -155,14 +152,12 @@ class BatchScheduler:
         self._model = model
         self._slots = [Slot(seq=i) for i in range(n_slots)]
         self._max_queue = max_queue
-        self._prefill_chunk = prefill_chunk  # 0 = adapt to keep inter-token latency steady
+        self._pacer = PrefillPacer(prefill_chunk)  # 0 = adapt to keep inter-token latency steady
         self._saved = SavedStates(saved_state_bytes)
         self._queue: deque[Job] = deque()
         self._cv = threading.Condition()
         self._closed = False
         self._admitted = 0
-        self._step_times: deque[float] = deque(maxlen=32)  # decode-only step durations
-        self._prefill_cost = 0.0  # seconds per prompt token in a batch (moving average)
         self._mean_job_s = 2.0
         self.stats = SchedulerStats()
         self._thread = threading.Thread(target=self._work, name=f"{name}-batcher", daemon=True)
@@ -300,16 +295,7 @@ class BatchScheduler:
             self.stats.state_saves += 1
 
     def _prefill_budget(self, n_decoding: int) -> int:
-        n_batch = self._model.settings.n_batch
-        room = n_batch - n_decoding
-        if n_decoding == 0:
-            return room
-        if self._prefill_chunk:
-            return min(room, self._prefill_chunk)
-        if not self._step_times or self._prefill_cost <= 0:
-            return min(room, 4)  # until both costs are measured
-        step = statistics.median(self._step_times)
-        return max(1, min(room, int(PREFILL_SHARE * step / self._prefill_cost)))
+        return self._pacer.budget(n_decoding, self._model.settings.n_batch - n_decoding)
 
     def _step(self) -> None:
         model = self._model
@@ -365,19 +351,7 @@ class BatchScheduler:
         self.stats.steps += 1
         self.stats.tokens_in_batches += n_batch
         self.stats.last_batch_size = n_batch
-        n_prefill = n_batch - n_decoding
-        if n_prefill == 0:
-            self._step_times.append(elapsed)
-            return
-        # The marginal cost of a prompt token: what the step took beyond a decode-only step.
-        if n_decoding == 0:
-            cost = elapsed / n_prefill
-        elif self._step_times:
-            cost = max(elapsed - statistics.median(self._step_times), 0.0) / n_prefill
-        else:
-            return
-        old = self._prefill_cost
-        self._prefill_cost = cost if old <= 0 else 0.7 * old + 0.3 * cost
+        self._pacer.record(n_decoding, n_batch - n_decoding, elapsed)
 
     def _add_prefill(self, slot: Slot, budget: int) -> Prefill | None:
         """Queue up to `budget` pending prompt tokens of `slot`; None if it has none pending."""

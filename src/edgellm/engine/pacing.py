@@ -1,0 +1,69 @@
+"""How many prompt tokens to put into a step while other slots are decoding (chunked prefill).
+
+A long prompt joining running streams is prefilled a chunk per step; the chunk is sized so that a
+mixed step takes about (1 + PREFILL_SHARE) decode steps, which keeps the running streams'
+inter-token latency within about twice its median. Both costs are measured on the fly:
+
+- the duration of decode-only steps (median of the last 32);
+- the marginal cost of a prompt token in a mixed step (what the step took beyond a decode-only
+  step, per prompt token), a moving average floored at half the per-token cost of pure prefill
+  steps: on a shared machine one mixed step can come out as fast as a decode-only one, and a
+  near-zero estimate would otherwise size the next chunk at the whole batch;
+- and the chunk may at most double from one mixed step to the next (slow start), so that one bad
+  estimate cannot stall the streams for a whole batch of prompt tokens.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+PREFILL_SHARE = 1.0
+FIRST_CHUNK = 16  # prompt tokens in the first mixed step, before both costs are measured
+MIN_PURE_PREFILL = 8  # pure prefill steps shorter than this are too noisy to learn from
+
+
+class PrefillPacer:
+    """Sizes prefill chunks from measured step costs; `budget` then `record` once per step."""
+
+    def __init__(self, fixed_chunk: int = 0) -> None:
+        self.fixed_chunk = fixed_chunk  # > 0: always this many (no adaptation)
+        self._step_times: deque[float] = deque(maxlen=32)  # decode-only step durations
+        self._mixed_cost = 0.0  # seconds per prompt token in a mixed step (moving average)
+        self._pure_cost = 0.0  # seconds per prompt token in a prefill-only step
+        self._cap = FIRST_CHUNK  # slow start: the largest chunk allowed next
+
+    def budget(self, n_decoding: int, room: int) -> int:
+        """Prompt tokens allowed in the next step, given the decoding slots and batch room."""
+        if n_decoding == 0:
+            return room  # nobody is waiting for a token: prefill at full speed
+        if self.fixed_chunk:
+            return min(room, self.fixed_chunk)
+        cost = max(self._mixed_cost, 0.5 * self._pure_cost)
+        if not self._step_times or cost <= 0:
+            return max(1, min(room, FIRST_CHUNK // 4))
+        step = statistics.median(self._step_times)
+        return max(1, min(room, self._cap, int(PREFILL_SHARE * step / cost)))
+
+    def record(self, n_decoding: int, n_prefill: int, elapsed: float) -> None:
+        """Learn from a finished step of `n_decoding` decode and `n_prefill` prompt tokens."""
+        if n_prefill == 0:
+            self._step_times.append(elapsed)
+            return
+        if n_decoding == 0:
+            if n_prefill >= MIN_PURE_PREFILL:
+                sample = elapsed / n_prefill
+                old = self._pure_cost
+                self._pure_cost = sample if old <= 0 else 0.7 * old + 0.3 * sample
+            return
+        self._cap = max(FIRST_CHUNK, 2 * n_prefill)
+        if not self._step_times:
+            return
+        sample = max(elapsed - statistics.median(self._step_times), 0.0) / n_prefill
+        sample = max(sample, 0.5 * self._pure_cost)
+        old = self._mixed_cost
+        self._mixed_cost = sample if old <= 0 else 0.7 * old + 0.3 * sample
+
+    @property
+    def decode_step_s(self) -> float:
+        return statistics.median(self._step_times) if self._step_times else 0.0
