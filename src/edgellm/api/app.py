@@ -193,9 +193,45 @@ class _App(FastAPI):
         """The whole FastAPI app, middleware and routing (what `fast` hands on)."""
         await super().__call__(scope, receive, send)
 
+    _telemetry_seen_off: tuple[object, ...] | None = None  # OTel's providers when it was off
+
     def _telemetry_on(self) -> bool:
         telemetry = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.130
-        return telemetry is not None and bool(telemetry.enabled())
+        if telemetry is None:
+            return False
+        # enabled() asks OpenTelemetry for its three global providers (an environment lookup
+        # each, ~6 us): while none of them has been set since it said no, the answer stands
+        providers = _otel_providers()
+        if providers is not None and providers == self._telemetry_seen_off:
+            return False
+        on = bool(telemetry.enabled())
+        self._telemetry_seen_off = None if on else _otel_providers()
+        return on
+
+
+def _otel_providers() -> tuple[object, ...] | None:
+    """OpenTelemetry's global tracer, meter and logger providers (each set once, by code or on
+    first use from its OTEL_PYTHON_*_PROVIDER variable); None if they cannot be read."""
+    if _otel_modules is None:
+        return None
+    try:
+        return tuple(getattr(module, name) for module, name in _otel_modules)
+    except AttributeError:
+        return None
+
+
+try:
+    import opentelemetry._logs._internal as _otel_logs
+    import opentelemetry.metrics._internal as _otel_metrics
+    import opentelemetry.trace as _otel_trace
+
+    _otel_modules: tuple[tuple[object, str], ...] | None = (
+        (_otel_trace, "_TRACER_PROVIDER"),
+        (_otel_metrics, "_METER_PROVIDER"),
+        (_otel_logs, "_LOGGER_PROVIDER"),
+    )
+except ImportError:  # pragma: no cover - FastAPI without OpenTelemetry
+    _otel_modules = None
 
 
 async def _unreachable(scope: Scope, receive: Receive, send: Send) -> None:
@@ -282,7 +318,11 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
 
     def make_call(body: ChatCompletionRequest | CompletionRequest, request: Request) -> Call:
         request.state.model = body.model
-        return Call.of(body, {k.lower(): v for k, v in request.headers.items()})
+        # as {k.lower(): v for k, v in request.headers.items()}, without the Headers object
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
+        }
+        return Call.of(body, headers)
 
     # Served by _FastGeneration (app.fast); these routes answer what it hands on (invalid bodies,
     # other content types, every request while OpenTelemetry is on) and document the endpoints

@@ -26,6 +26,7 @@ from edgellm.errors import EdgeLLMError
 from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
 from edgellm.gateway.errors import UpstreamError
+from edgellm.node.http_protocol import DISCONNECT_EXTENSION
 
 if TYPE_CHECKING:
     from edgellm.gateway.router import Routed, Router
@@ -44,23 +45,37 @@ class DisconnectGuard:
     """While it is on, a client that disconnects cancels the task serving its request, wherever
     that task waits: routing, retries, the upstream's first token, a whole answer being
     collected. Cancelling closes the upstream connection (or stops the in-process generation).
-    One watcher task per request, instead of a task per phase."""
+    Under EdgeLLM's uvicorn protocol the connection's loss calls it back (no task); elsewhere one
+    watcher task per request waits for `http.disconnect`."""
 
     def __init__(self, request: Request) -> None:
         self.gone = False
         self._task = asyncio.current_task()
-        self._watcher: asyncio.Task[None] | None = asyncio.create_task(self._watch(request))
+        self._watcher: asyncio.Task[None] | None = None
+        self._unwatch: Callable[[], None] | None = None
+        extensions = request.scope.get("extensions")
+        watch = extensions.get(DISCONNECT_EXTENSION) if extensions else None
+        if watch is not None:
+            self._unwatch = watch(self._lost)
+        else:
+            self._watcher = asyncio.create_task(self._watch(request))
 
-    async def _watch(self, request: Request) -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
+    def _lost(self) -> None:
         self.gone = True
         if self._task is not None:
             self._task.cancel()
 
+    async def _watch(self, request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        self._lost()
+
     def stop(self) -> None:
         """Stop watching, before the response is sent (uvicorn's receive() reports a finished
         response as a disconnect)."""
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None

@@ -12,6 +12,7 @@ from edgellm.api.app import create_app
 from edgellm.config import EdgeLLMConfig
 from edgellm.engine.pool import EnginePool
 from edgellm.gateway.router import Router
+from edgellm.node.http_protocol import CoalescingHttpToolsProtocol
 
 
 def run(config: EdgeLLMConfig, *, log_level: str = "info") -> None:
@@ -26,9 +27,10 @@ def run(config: EdgeLLMConfig, *, log_level: str = "info") -> None:
         port=config.server.port,
         log_level=log_level,
         timeout_graceful_shutdown=10,
-        # the C parser and event loop (uvicorn[standard] brings both); no per-request access
+        # the C parser (with head and body in one write, edgellm.node.http_protocol) and event
+        # loop (uvicorn[standard] brings both); no per-request access
         # log line unless debugging: at gateway rates it costs more than the routing does
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         loop="uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio",
         access_log=log_level == "debug",
     )

@@ -16,6 +16,7 @@ from edgellm.config import EdgeLLMConfig, ServerConfig
 from edgellm.engine.pool import EnginePool
 from edgellm.gateway.fake import FakeBackend, FakeBehaviour
 from edgellm.gateway.router import Router
+from edgellm.node.http_protocol import CoalescingHttpToolsProtocol
 from tests.integration.servers import free_port
 
 
@@ -31,9 +32,11 @@ class Served:
         self.thread.join(timeout=30)
 
 
-def serve(app: Any, port: int | None = None) -> Served:
+def serve(app: Any, port: int | None = None, *, http: Any = "auto") -> Served:
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=http
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -88,7 +91,8 @@ def start_gateway(config: dict[str, Any] | EdgeLLMConfig, *, load_models: bool =
     cfg = config if isinstance(config, EdgeLLMConfig) else EdgeLLMConfig(**config)
     pool = EnginePool(cfg.models) if cfg.models else None
     router = Router(cfg, pool)
-    served = serve(create_app(router, ServerConfig()))
+    # the protocol `edgellm serve` runs (one write per answer, disconnects without a task)
+    served = serve(create_app(router, ServerConfig()), http=CoalescingHttpToolsProtocol)
     if pool is not None and load_models and not pool.wait_loaded(timeout=120):
         raise RuntimeError("models did not load")
     return Gateway(router, served)
