@@ -240,6 +240,13 @@ def main() -> int:
     ap.add_argument("--tasks", nargs="+", default=["arc-easy", "boolq"])
     ap.add_argument("--limit", type=int, default=300, help="items per task (first N; 0 = all)")
     ap.add_argument(
+        "--task-limit",
+        action="append",
+        default=[],
+        metavar="TASK=N",
+        help="a different --limit for one task (repeatable)",
+    )
+    ap.add_argument(
         "--evals-dir",
         type=Path,
         help="reuse (and extend) `edgellm eval` outputs in DIR/TASK-MODEL, e.g. runs/accuracy",
@@ -253,7 +260,9 @@ def main() -> int:
     n: dict[str, int] = {}
     try:
         for task in args.tasks:
-            records = evaluate(url, task, args.limit or None, args.out, args.evals_dir)
+            limits = dict(x.split("=", 1) for x in args.task_limit)
+            limit = int(limits.get(task, args.limit)) or None
+            records = evaluate(url, task, limit, args.out, args.evals_dir)
             items = join(task, records)
             results[task] = strategies(items)
             n[task] = len(items[1::2])
