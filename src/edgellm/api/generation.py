@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -31,6 +31,7 @@ from edgellm.node.http_protocol import DISCONNECT_EXTENSION
 if TYPE_CHECKING:
     from edgellm.gateway.router import Routed, Router
 
+T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 ROUTE_HEADER = "x-edgellm-route"
 
@@ -101,17 +102,22 @@ async def _route(router: Router, call: Call) -> Routed:
     return routed
 
 
-async def route_watching(router: Router, call: Call, request: Request) -> Routed:
-    """Route `call`; a client that disconnects meanwhile cancels routing and upstream work."""
+async def _watching(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`; a client that disconnects meanwhile cancels it (and its upstream work)."""
     guard = DisconnectGuard(request)
     try:
-        return await _route(router, call)
+        return await work
     except asyncio.CancelledError:
         if guard.gone:
             raise guard.client_gone() from None
         raise
     finally:
         guard.stop()
+
+
+async def route_watching(router: Router, call: Call, request: Request) -> Routed:
+    """Route `call`; a client that disconnects meanwhile cancels routing and upstream work."""
+    return await _watching(request, _route(router, call))
 
 
 async def _collect(stream: EventStream) -> tuple[render.Collected, Finished]:
@@ -153,15 +159,7 @@ async def whole_answer(
     router: Router, call: Call, request: Request
 ) -> tuple[Routed, render.Collected, Finished]:
     """Route and collect a non-streamed answer; the client's disconnect cancels both."""
-    guard = DisconnectGuard(request)
-    try:
-        return await _route_and_collect(router, call)
-    except asyncio.CancelledError:
-        if guard.gone:
-            raise guard.client_gone() from None
-        raise
-    finally:
-        guard.stop()
+    return await _watching(request, _route_and_collect(router, call))
 
 
 def _top(lps: tuple[TokenLogprob, ...] | list[TokenLogprob], k: int) -> list[TokenLogprob]:
