@@ -129,8 +129,7 @@ class FakeBackend:
         gone = asyncio.Event()
 
         async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await _until_disconnect(receive)
             gone.set()
 
         watcher = asyncio.create_task(watch())
@@ -161,12 +160,7 @@ class FakeBackend:
             await send({"type": "http.response.start", "status": 200, "headers": head})
             raise ConnectionAbortedError("fake backend dies mid-answer")
         if b.token_delay_s and len(tokens) > 1:
-
-            async def disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-
-            watcher = asyncio.create_task(disconnect())
+            watcher = asyncio.create_task(_until_disconnect(receive))
             try:
                 await asyncio.wait_for(asyncio.shield(watcher), b.token_delay_s * (len(tokens) - 1))
                 self.cancelled += 1
@@ -268,6 +262,12 @@ def _completion_lp(tokens: list[str], logprob: float, top_k: int) -> dict[str, A
         "top_logprobs": [{f"{tok}~{k}": logprob - 1 - k for k in range(top_k)} for tok in tokens],
         "text_offset": offsets,
     }
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """Return when the client has gone (the ASGI `http.disconnect` message)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _usage(tokens: list[str]) -> dict[str, int]:
