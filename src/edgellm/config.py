@@ -39,6 +39,14 @@ class EngineConfig(BaseModel):
     parallel: int = Field(
         1, ge=1, le=64, description="slots decoded together (continuous batching when > 1)"
     )
+    kv_unified: bool = Field(
+        False,
+        description=(
+            "with parallel > 1: one KV cache of n_ctx cells shared by all slots (less memory, "
+            "but a stream attends over the cells of idle slots' cached conversations) instead "
+            "of n_ctx cells per slot (llama-server's default layout)"
+        ),
+    )
     max_queue: int = Field(32, ge=0, description="requests that may wait; more get 429")
     default_max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
 

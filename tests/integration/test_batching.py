@@ -1,4 +1,4 @@
-"""Continuous batching on the real SmolLM2 model: several slots sharing one KV cache."""
+"""Continuous batching on the real SmolLM2 model: several slots, per-slot or shared KV cells."""
 
 from __future__ import annotations
 
@@ -42,11 +42,15 @@ async def generate(engine: Engine, prompt: list[int], max_tokens: int) -> tuple[
     raise AssertionError("no final event")
 
 
-@pytest.fixture(scope="module")
-def engines(model_paths: dict[str, Path]) -> Iterator[tuple[Engine, Engine]]:
+@pytest.fixture(scope="module", params=[False, True], ids=["per-slot-cells", "shared-cells"])
+def engines(
+    model_paths: dict[str, Path], request: pytest.FixtureRequest
+) -> Iterator[tuple[Engine, Engine]]:
     path = model_paths[MODEL]
     serial = Engine.load(MODEL, path, EngineConfig(n_ctx=4096, n_threads=2))
-    batched = Engine.load(MODEL, path, EngineConfig(n_ctx=4096, n_threads=2, parallel=4))
+    batched = Engine.load(
+        MODEL, path, EngineConfig(n_ctx=4096, n_threads=2, parallel=4, kv_unified=request.param)
+    )
     assert isinstance(batched.scheduler, BatchScheduler)
     yield serial, batched
     serial.close()
@@ -181,8 +185,9 @@ def test_one_stream_cancelled_while_the_other_runs(batch_server: RunningServer) 
     assert engine.scheduler.running == 0
 
 
-def test_kv_cache_full_is_a_clear_error(model_paths: dict[str, Path]) -> None:
-    server = start_server([smollm2_config(parallel=2, n_ctx=256)])
+@pytest.mark.parametrize("kv_unified", [True, False], ids=["shared-cells", "per-slot-cells"])
+def test_kv_cache_full_is_a_clear_error(kv_unified: bool) -> None:
+    server = start_server([smollm2_config(parallel=2, n_ctx=256, kv_unified=kv_unified)])
     try:
         body = {
             "model": MODEL,
@@ -206,9 +211,13 @@ def test_kv_cache_full_is_a_clear_error(model_paths: dict[str, Path]) -> None:
             t.start()
         for t in threads:
             t.join(timeout=120)
-        # 2 x (61 + 150) tokens do not fit in 256 cells: one request completes, the other fails
-        # with a 503 that says why, and nothing hangs.
-        assert sorted(statuses) == [200, 503]
-        assert errors == ["kv_cache_full"]
+        if kv_unified:
+            # 2 x (61 + 150) tokens do not fit in 256 shared cells: one request completes, the
+            # other fails with a 503 that says why, and nothing hangs.
+            assert sorted(statuses) == [200, 503]
+            assert errors == ["kv_cache_full"]
+        else:
+            # Each slot has its own 256 cells: a request that passed validation always fits.
+            assert statuses == [200, 200]
     finally:
         server.stop()

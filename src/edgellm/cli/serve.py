@@ -59,6 +59,12 @@ def register(app: typer.Typer) -> None:
         parallel: int = typer.Option(
             1, "--parallel", "-np", help="slots decoded together (continuous batching when > 1)"
         ),
+        kv_unified: bool = typer.Option(
+            False,
+            "--kv-unified",
+            help="with --parallel > 1: one KV cache of --ctx cells shared by all slots "
+            "(default: --ctx cells per slot)",
+        ),
         max_queue: int = typer.Option(32, help="requests that may wait before 429"),
         seed: int | None = typer.Option(None, help="default seed for requests without one"),
         log_level: str = typer.Option("info"),
@@ -68,7 +74,12 @@ def register(app: typer.Typer) -> None:
 
         served = name or (Path(model).stem if model.endswith(".gguf") else model)
         engine = EngineConfig(
-            n_threads=threads, n_ctx=ctx, parallel=parallel, max_queue=max_queue, seed=seed
+            n_threads=threads,
+            n_ctx=ctx,
+            parallel=parallel,
+            kv_unified=kv_unified,
+            max_queue=max_queue,
+            seed=seed,
         )
         cfg = EdgeLLMConfig(
             server=ServerConfig(host=host, port=port),

@@ -1,8 +1,8 @@
 """Continuous batching: several requests share every llama_decode call.
 
 Decode on a CPU is memory-bound: one step reads all the weights whether it advances one sequence
-or four. `BatchScheduler` keeps N slots (llama.cpp sequence ids) in one unified KV cache and,
-at every step, puts the next token of each decoding slot and a chunk of pending prompt tokens
+or four. `BatchScheduler` keeps N slots (llama.cpp sequence ids) in one KV cache and, at every
+step, puts the next token of each decoding slot and a chunk of pending prompt tokens
 into one batch. New requests join between steps; a long prompt is prefilled a chunk per step, so
 running streams keep flowing; each slot samples with its own sampler chain.
 
@@ -10,6 +10,11 @@ Slots remember the conversation they last served. A new request takes the idle s
 tokens share the longest prefix with its prompt, so the next turn of each of several concurrent
 conversations prefills only its new tokens. A slot's cache that would be overwritten is saved to
 a bounded LRU of sequence states, restored when that conversation comes back.
+
+The cache is either one pool of cells shared by all slots (`kv_unified`) or one stream of cells
+per slot (llama-server's default). With per-slot streams, llama.cpp evaluates only consecutive
+sequence ids together in one micro-batch, so a request without a cached prefix takes the free
+slot that keeps the busy slots contiguous.
 """
 
 from __future__ import annotations
@@ -101,10 +106,10 @@ class SavedStates:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[int, ...], bytearray] = OrderedDict()
         self._bytes = 0
 
-    def put(self, tokens: list[int], state: bytes) -> None:
+    def put(self, tokens: list[int], state: bytearray) -> None:
         if len(state) > self.max_bytes:
             return
         key = tuple(tokens)
@@ -125,7 +130,7 @@ class SavedStates:
                 best = (key, n)
         return best
 
-    def get(self, key: tuple[int, ...]) -> bytes:
+    def get(self, key: tuple[int, ...]) -> bytearray:
         """The state saved for `key` (kept, and marked most recently used)."""
         self._items.move_to_end(key)
         return self._items[key]
@@ -256,17 +261,34 @@ class BatchScheduler:
     def _place(self, free: list[Slot], tokens: list[int]) -> tuple[Slot, int]:
         """Pick a slot for `tokens` and prepare its cache; return it and the reusable length.
 
-        A slot whose cache shares a worthwhile prefix wins; otherwise the emptiest, least
-        recently used slot, so that a tiny shared prefix (a common system prompt opening) does
-        not destroy another conversation's cache. A saved state with a longer prefix is
-        restored into the chosen slot.
+        The slot holding this conversation wins: its cache is mostly a prefix of the prompt.
+        Otherwise nobody's conversation is displaced if an empty slot is free (a shared system
+        prompt alone is not worth another conversation's cache); failing that, the slot with the
+        longest useful prefix, then the shortest, least recently used cache. With per-slot cells,
+        keeping the busy slots contiguous comes first among those. A saved state with a longer
+        prefix is restored into the chosen slot.
         """
         limit = len(tokens) - 1  # the last prompt token is always evaluated for fresh logits
-        scored = [(min(common_prefix_len(s.cached, tokens), limit), s) for s in free]
-        best_n, slot = max(scored, key=lambda x: (x[0], -x[1].last_used))
-        if best_n < MIN_REUSED_TOKENS:
-            slot = min(free, key=lambda s: (len(s.cached), s.last_used))
-            best_n = min(common_prefix_len(slot.cached, tokens), limit)
+        prefix = {s.seq: min(common_prefix_len(s.cached, tokens), limit) for s in free}
+        slot = max(free, key=lambda s: (prefix[s.seq], -s.last_used))
+        best_n = prefix[slot.seq]
+        lost = len(slot.cached) - best_n
+        if best_n < MIN_REUSED_TOKENS or (lost >= MIN_SAVED_TOKENS and best_n < lost):
+
+            def useful(s: Slot) -> int:
+                return prefix[s.seq] if prefix[s.seq] >= MIN_REUSED_TOKENS else 0
+
+            slot = min(
+                free,
+                key=lambda s: (
+                    self._runs_with(s),
+                    bool(s.cached),
+                    -useful(s),
+                    len(s.cached),
+                    s.last_used,
+                ),
+            )
+            best_n = prefix[slot.seq]
         saved = self._saved.best(tokens)
         if saved is not None and min(saved[1], limit) >= max(best_n + 1, MIN_REUSED_TOKENS):
             self._save(slot)
@@ -288,6 +310,17 @@ class BatchScheduler:
             self.stats.prefix_hits += 1
             self.stats.reused_tokens += best_n
         return slot, best_n
+
+    def _runs_with(self, candidate: Slot) -> int:
+        """Runs of consecutive busy sequence ids if `candidate` were busy too (per-slot streams).
+
+        llama.cpp splits a batch over per-slot streams into micro-batches of consecutive ids, so
+        each extra run costs another pass over the weights in every decode step.
+        """
+        if self._model.settings.kv_unified:
+            return 0
+        busy = [s.busy or s is candidate for s in self._slots]
+        return sum(1 for i, b in enumerate(busy) if b and (i == 0 or not busy[i - 1]))
 
     def _save(self, slot: Slot) -> None:
         if len(slot.cached) >= MIN_SAVED_TOKENS and self._saved.max_bytes > 0:
@@ -482,7 +515,7 @@ class BatchScheduler:
             self._fail(
                 newest,
                 KVCacheFullError(
-                    f"the KV cache ({self._model.n_ctx} tokens shared by {len(self._slots)} "
+                    f"the KV cache ({self._model.kv_cells} tokens for {len(self._slots)} "
                     "slots) is full; retry later or send a shorter request"
                 ),
             )

@@ -85,6 +85,7 @@ class Engine:
             n_ubatch=config.n_ubatch,
             flash_attn=config.flash_attn,
             n_seq_max=config.parallel,
+            kv_unified=config.kv_unified,
         )
         return cls(name, LlamaModel(path, settings), config)
 
