@@ -78,10 +78,17 @@ class StreamResult:
     usage: dict[str, int] | None = None
     timings: dict[str, float] | None = None
     text: str = ""
+    first_choice: float | None = None  # the first chunk with a choice, even one without text
 
     @property
     def ttft(self) -> float:
-        return self.arrivals[0] - self.started
+        """Until the first text; a stream whose tokens had no text (a control token when
+        `ignore_eos` is set) counts its first chunk."""
+        if self.arrivals:
+            return self.arrivals[0] - self.started
+        if self.first_choice is None:
+            raise ValueError("the stream produced no token")
+        return self.first_choice - self.started
 
     def itls(self) -> list[float]:
         return [b - a for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)]
@@ -106,6 +113,8 @@ def stream(
             if chunk.get("timings"):
                 result.timings = chunk["timings"]
             for choice in chunk.get("choices") or []:
+                if result.first_choice is None:
+                    result.first_choice = time.perf_counter()
                 text = choice.get("text")
                 if text is None:
                     text = (choice.get("delta") or {}).get("content")
