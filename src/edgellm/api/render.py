@@ -117,10 +117,7 @@ def chat_completion(
     ids: ResponseIds, got: Collected, done: Finished, *, with_logprobs: bool
 ) -> ChatCompletion:
     return ChatCompletion(
-        id=ids.id,
-        created=ids.created,
-        model=ids.model,
-        system_fingerprint=SYSTEM_FINGERPRINT,
+        **_head(ids),
         choices=[
             ChatChoice(
                 message=AssistantMessage(content=got.text),
@@ -144,50 +141,42 @@ def chat_chunk(
     route: dict[str, Any] | None = None,
 ) -> bytes:
     chunk = ChatCompletionChunk(
-        id=ids.id,
-        created=ids.created,
-        model=ids.model,
-        system_fingerprint=SYSTEM_FINGERPRINT,
+        **_head(ids),
         choices=[ChatChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish)],
         timings=timings,
         route=route,
     )
-    exclude = set() if include_usage else {"usage"}
-    if timings is None:
-        exclude.add("timings")
-    if route is None:
-        exclude.add("route")
-    return sse(chunk.model_dump_json(exclude=exclude))
+    return _chunk_sse(chunk, include_usage=include_usage)
 
 
 def usage_chunk(
     ids: ResponseIds, done: Finished, *, chat: bool, route: dict[str, Any] | None = None
 ) -> bytes:
     """The extra last chunk of `stream_options.include_usage`: no choices, only usage."""
-    model: ChatCompletionChunk | Completion
-    if chat:
-        model = ChatCompletionChunk(
-            id=ids.id,
-            created=ids.created,
-            model=ids.model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=[],
-            usage=usage_of(done),
-            timings=done.timings.as_dict(),
-            route=route,
-        )
-    else:
-        model = Completion(
-            id=ids.id,
-            created=ids.created,
-            model=ids.model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=[],
-            usage=usage_of(done),
-            timings=done.timings.as_dict(),
-            route=route,
-        )
+    kind = ChatCompletionChunk if chat else Completion
+    model = kind(
+        **_head(ids), choices=[], usage=usage_of(done), timings=done.timings.as_dict(), route=route
+    )
     return sse(model.model_dump_json(exclude=None if route else {"route"}))
+
+
+def _head(ids: ResponseIds) -> dict[str, Any]:
+    return {
+        "id": ids.id,
+        "created": ids.created,
+        "model": ids.model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+
+
+def _chunk_sse(chunk: ChatCompletionChunk | Completion, *, include_usage: bool) -> bytes:
+    """A streamed chunk without the fields it does not carry (usage unless asked for)."""
+    exclude = set() if include_usage else {"usage"}
+    if chunk.timings is None:
+        exclude.add("timings")
+    if chunk.route is None:
+        exclude.add("route")
+    return sse(chunk.model_dump_json(exclude=exclude))
 
 
 # -- completions ----------------------------------------------------------------------------
@@ -197,10 +186,7 @@ def completion(
     ids: ResponseIds, got: Collected, done: Finished, *, echo: str, with_logprobs: bool
 ) -> Completion:
     return Completion(
-        id=ids.id,
-        created=ids.created,
-        model=ids.model,
-        system_fingerprint=SYSTEM_FINGERPRINT,
+        **_head(ids),
         choices=[
             CompletionChoice(
                 text=echo + got.text,
@@ -224,17 +210,9 @@ def completion_chunk(
     route: dict[str, Any] | None = None,
 ) -> bytes:
     chunk = Completion(
-        id=ids.id,
-        created=ids.created,
-        model=ids.model,
-        system_fingerprint=SYSTEM_FINGERPRINT,
+        **_head(ids),
         choices=[CompletionChoice(text=text, logprobs=logprobs, finish_reason=finish)],
         timings=timings,
         route=route,
     )
-    exclude = set() if include_usage else {"usage"}
-    if timings is None:
-        exclude.add("timings")
-    if route is None:
-        exclude.add("route")
-    return sse(chunk.model_dump_json(exclude=exclude))
+    return _chunk_sse(chunk, include_usage=include_usage)
