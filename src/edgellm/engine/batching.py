@@ -333,24 +333,37 @@ class BatchScheduler:
     def _step(self) -> None:
         model = self._model
         model.batch_clear()
-        decoding: list[tuple[Slot, int]] = []
+        decoding_slots: set[int] = set()
         for slot in self._slots:
             gen = slot.gen
             if gen is not None and not gen.prefilling:
                 if gen.job.cancelled.is_set():
                     self._finish(slot, FinishReason.CANCELLED)
                     continue
-                index = model.batch_add(gen.next_token, gen.pos, slot.seq, logits=True)
-                decoding.append((slot, index))
-        budget = self._prefill_budget(len(decoding))
-        prefills: list[Prefill] = []
+                decoding_slots.add(slot.seq)
+        budget = self._prefill_budget(len(decoding_slots))
+        shares: dict[int, int] = {}  # seq -> prompt tokens queued this step, in admission order
         for slot in sorted((s for s in self._slots if s.busy), key=lambda s: s.order):
             if budget <= 0:
                 break
-            part = self._add_prefill(slot, budget)
-            if part is not None:
-                prefills.append(part)
-                budget -= part.n_tokens
+            n = self._prefill_take(slot, budget)
+            if n > 0:
+                shares[slot.seq] = n
+                budget -= n
+        # With per-slot KV cells llama.cpp cuts a batch into micro-batches of consecutive
+        # sequence ids, taken in the order they first appear: tokens go in by sequence id, so
+        # that one micro-batch carries the next token of every slot (a joining prompt listed
+        # after the decoding slots would cost a graph pass of its own).
+        decoding: list[tuple[Slot, int]] = []
+        prefills: list[Prefill] = []
+        for slot in self._slots:
+            if slot.seq in decoding_slots:
+                gen = slot.gen
+                assert gen is not None
+                index = model.batch_add(gen.next_token, gen.pos, slot.seq, logits=True)
+                decoding.append((slot, index))
+            elif slot.seq in shares:
+                prefills.append(self._add_prefill(slot, shares[slot.seq]))
         if model.batch_len == 0:
             return
         started = time.perf_counter()
@@ -386,18 +399,36 @@ class BatchScheduler:
         self.stats.last_batch_size = n_batch
         self._pacer.record(n_decoding, n_batch - n_decoding, elapsed)
 
-    def _add_prefill(self, slot: Slot, budget: int) -> Prefill | None:
-        """Queue up to `budget` pending prompt tokens of `slot`; None if it has none pending."""
-        model = self._model
-        if slot.gen is not None:
-            gen = slot.gen
+    def _prefill_take(self, slot: Slot, budget: int) -> int:
+        """How many of `slot`'s pending prompt tokens fit in `budget` (0: none pending)."""
+        gen = slot.gen
+        if gen is not None:
             if not gen.prefilling:
-                return None
+                return 0
             if gen.job.cancelled.is_set():
                 self._finish(slot, FinishReason.CANCELLED)
-                return None
+                return 0
+            return min(budget, len(gen.prompt) - gen.pos)
+        job = slot.scoring
+        if job is None:
+            return 0
+        n_ctx = len(job.current.context_tokens)
+        start = job.pos
+        # Positions before n_ctx - 1 need no logits; from there each predicts the next token,
+        # and logits rows are kept to SCORING_CHUNK per step.
+        if start < n_ctx - 1:
+            end = min(start + budget, n_ctx - 1)
+        else:
+            end = min(start + min(budget, SCORING_CHUNK), len(job.tokens()) - 1)
+        return max(end - start, 0)
+
+    def _add_prefill(self, slot: Slot, n: int) -> Prefill:
+        """Queue the next `n` pending prompt tokens of `slot` (as `_prefill_take` counted)."""
+        model = self._model
+        gen = slot.gen
+        if gen is not None:
             start = gen.pos
-            chunk = gen.prompt[start : start + budget]
+            chunk = gen.prompt[start : start + n]
             outputs = []
             for i, token in enumerate(chunk):
                 last = start + i == len(gen.prompt) - 1
@@ -408,17 +439,11 @@ class BatchScheduler:
             gen.pos += len(chunk)
             return Prefill(slot, start, len(chunk), outputs)
         job = slot.scoring
-        if job is None:
-            return None
+        assert job is not None
         tokens = job.tokens()
         n_ctx = len(job.current.context_tokens)
         start = job.pos
-        # Positions before n_ctx - 1 need no logits; from there each predicts the next token,
-        # and logits rows are kept to SCORING_CHUNK per step.
-        if start < n_ctx - 1:
-            end = min(start + budget, n_ctx - 1)
-        else:
-            end = min(start + min(budget, SCORING_CHUNK), len(tokens) - 1)
+        end = start + n
         outputs = []
         for pos in range(start, end):
             want = pos >= n_ctx - 1

@@ -6,9 +6,10 @@ inter-token latency within about twice its median. Both costs are measured on th
 
 - the duration of decode-only steps (median of the last 32);
 - the marginal cost of a prompt token in a mixed step (what the step took beyond a decode-only
-  step, per prompt token), a moving average floored at half the per-token cost of pure prefill
-  steps: on a shared machine one mixed step can come out as fast as a decode-only one, and a
-  near-zero estimate would otherwise size the next chunk at the whole batch;
+  step, per prompt token), raised at once by a higher sample and lowered by a moving average,
+  floored at half the per-token cost of pure prefill steps: on a shared machine one mixed step
+  can come out as fast as a decode-only one, and a near-zero estimate would otherwise size the
+  next chunk at the whole batch;
 - and the chunk may at most double from one mixed step to the next (slow start), so that one bad
   estimate cannot stall the streams for a whole batch of prompt tokens.
 """
@@ -62,7 +63,9 @@ class PrefillPacer:
         sample = max(elapsed - statistics.median(self._step_times), 0.0) / n_prefill
         sample = max(sample, 0.5 * self._pure_cost)
         old = self._mixed_cost
-        self._mixed_cost = sample if old <= 0 else 0.7 * old + 0.3 * sample
+        # Up at once, down slowly: a joining prompt's tokens cost more the deeper they sit (they
+        # attend over everything before them), so an average would trail the real cost.
+        self._mixed_cost = sample if sample > old else 0.7 * old + 0.3 * sample
 
     @property
     def decode_step_s(self) -> float:

@@ -51,3 +51,17 @@ def test_slow_start_at_most_doubles_the_chunk() -> None:
     assert pacer.budget(n_decoding=3, room=509) == 20  # twice the last chunk
     pacer.record(n_decoding=3, n_prefill=20, elapsed=0.100 + 20 * 1e-5)
     assert pacer.budget(n_decoding=3, room=509) == 40
+
+
+def test_a_dearer_step_cuts_the_next_chunk_at_once_a_cheaper_one_slowly() -> None:
+    pacer = PrefillPacer()
+    _learn_decode_steps(pacer, 0.010)
+    for _ in range(4):
+        pacer.record(n_decoding=3, n_prefill=20, elapsed=0.010 + 20 * 0.0005)  # 0.5 ms/token
+    assert pacer.budget(n_decoding=3, room=509) == 20
+    # deeper in the prompt a token costs 1 ms: the next chunk is halved, not averaged down to
+    pacer.record(n_decoding=3, n_prefill=20, elapsed=0.010 + 20 * 0.001)
+    assert pacer.budget(n_decoding=3, room=509) == 10
+    # one cheap step moves the estimate only part of the way back
+    pacer.record(n_decoding=3, n_prefill=10, elapsed=0.010 + 10 * 0.0005)
+    assert 10 < pacer.budget(n_decoding=3, room=509) < 20
