@@ -14,7 +14,9 @@ realised escalation rate of:
   trained on the training split's outcomes (`LogisticScorer`, what `router train --kind cascade`
   writes);
 - learned: the prompt classifier of the `learned` policy (hashed n-grams + length) trained on
-  the training split's prompts (label: the small model suffices);
+  the training split's prompts (label: the small model suffices); with --embed-model M also
+  "learned + M embeddings" (the same classifier with the prompt's embedding by the GGUF model M,
+  `router train --embed-model`; embeddings are cached in --out);
 - random routing (expected value), always-small, always-large, and the oracle (escalate exactly
   the items the small model gets wrong and the large one right) as an upper bound.
 
@@ -28,6 +30,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from typing import Any
 import httpx
 import numpy as np
 import uvicorn
+from numpy.typing import NDArray
 
 from edgellm.api.app import create_app
 from edgellm.config import EngineConfig, ModelConfig
@@ -42,6 +46,7 @@ from edgellm.engine.pool import EnginePool
 from edgellm.evals.runner import ITEMS_FILE, run_eval
 from edgellm.evals.scorers import make_scorer
 from edgellm.evals.tasks import get_task
+from edgellm.gateway.embeddings import PromptEmbedder
 from edgellm.gateway.scorers import FEATURES, Confidence
 from edgellm.gateway.training import (
     PromptClassifier,
@@ -146,7 +151,30 @@ def curve(
     return points
 
 
-def strategies(items: list[Item]) -> dict[str, list[tuple[float, float]]]:
+class CachedEmbedder(PromptEmbedder):
+    """Each prompt embedded once per run, and kept on disk between runs."""
+
+    def __init__(self, model: str, n_ctx: int, threads: int, cache: Path) -> None:
+        super().__init__(model, n_ctx=n_ctx, threads=threads)
+        self.cache_path = cache
+        self.cache: dict[str, list[float]] = {}
+        if cache.exists():
+            self.cache = json.loads(cache.read_text())
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float64]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        for i in range(0, len(missing), 32):
+            part = missing[i : i + 32]
+            for text, row in zip(part, super().embed(part), strict=True):
+                self.cache[text] = [round(float(v), 7) for v in row]
+        if missing:
+            self.cache_path.write_text(json.dumps(self.cache))
+        return np.array([self.cache[t] for t in texts], dtype=np.float64).reshape(-1, self.dim)
+
+
+def strategies(
+    items: list[Item], embedder: PromptEmbedder | None = None
+) -> dict[str, list[tuple[float, float]]]:
     train, test = items[0::2], items[1::2]
     out: dict[str, list[tuple[float, float]]] = {}
     acc_s = float(np.mean([it.small_correct for it in test]))
@@ -176,6 +204,13 @@ def strategies(items: list[Item]) -> dict[str, list[tuple[float, float]]]:
             clf.p_small_ok_many([it.prompt for it in test]),
             test,
         )
+        if embedder is not None:
+            clf = PromptClassifier.fit([it.prompt for it in train], ok, 0.5, embedder)
+            out[f"learned + {embedder.model} embeddings"] = curve(
+                clf.p_small_ok_many([it.prompt for it in train]),
+                clf.p_small_ok_many([it.prompt for it in test]),
+                test,
+            )
     oracle = np.array([(not it.small_correct) and it.large_correct for it in test])
     out["oracle"] = [(float(oracle.mean()), accuracy(test, oracle))]
     return out
@@ -252,6 +287,12 @@ def main() -> int:
         help="reuse (and extend) `edgellm eval` outputs in DIR/TASK-MODEL, e.g. runs/accuracy",
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--embed-model",
+        help="also train the learned router with this model's "
+        "prompt embeddings (e.g. smollm2-135m-instruct)",
+    )
+    ap.add_argument("--embed-ctx", type=int, default=128, help="tokens of a prompt it reads")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "cascade_quality")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = ap.parse_args()
@@ -264,7 +305,12 @@ def main() -> int:
             limit = int(limits.get(task, args.limit)) or None
             records = evaluate(url, task, limit, args.out, args.evals_dir)
             items = join(task, records)
-            results[task] = strategies(items)
+            embedder = None
+            if args.embed_model:
+                args.out.mkdir(parents=True, exist_ok=True)
+                cache = args.out / f"embeddings-{task}-{args.embed_model}-{args.embed_ctx}.json"
+                embedder = CachedEmbedder(args.embed_model, args.embed_ctx, args.threads, cache)
+            results[task] = strategies(items, embedder)
             n[task] = len(items[1::2])
     finally:
         server.should_exit = True

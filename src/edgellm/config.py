@@ -239,6 +239,9 @@ class LearnedPolicyConfig(_PolicyBase):
     kind: Literal["learned"] = "learned"
     path: Path = Field(description="classifier trained by `edgellm router train`")
     threshold: float | None = Field(None, description="override the calibrated threshold")
+    embedding_threads: int = Field(
+        2, ge=1, description="CPU threads of the classifier's embedding model, if it has one"
+    )
 
 
 PolicyConfig = Annotated[

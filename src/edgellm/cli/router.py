@@ -29,6 +29,15 @@ def train(
     ),
     large_evals: Path | None = typer.Option(None, help="... and the large model's"),
     task: str | None = typer.Option(None, help="the eval task (for the prompts)"),
+    embed_model: str | None = typer.Option(
+        None,
+        help="learned: also use this GGUF model's prompt embeddings as features (a catalog "
+        "name, a .gguf path or a hub reference); the gateway loads it with the router",
+    ),
+    embed_ctx: int = typer.Option(
+        128, min=8, help="learned: tokens of each prompt the embedding model reads"
+    ),
+    threads: int = typer.Option(2, min=1, help="learned: CPU threads of the embedding model"),
 ) -> None:
     """Train from outcomes. learned: lines {"prompt", "small_correct", "large_correct"};
     cascade: lines {"features": {mean_logprob, min_logprob, mean_entropy, n_tokens},
@@ -45,11 +54,18 @@ def train(
         if kind == "learned":
             prompts = [str(r["prompt"]) for r in rows]
             ok = [bool(r["small_correct"]) or not bool(r.get("large_correct", True)) for r in rows]
-            model = PromptClassifier.fit(prompts, ok, escalation_rate)
+            embedder = None
+            if embed_model is not None:
+                from edgellm.gateway.embeddings import PromptEmbedder
+
+                embedder = PromptEmbedder(embed_model, n_ctx=embed_ctx, threads=threads)
+            model = PromptClassifier.fit(prompts, ok, escalation_rate, embedder)
             model.save(out)
+            features = "n-grams, length" + (f", {embed_model} embeddings" if embedder else "")
             console.print(
-                f"trained on {len(rows)} prompts ({sum(ok)} where the small model suffices); "
-                f"threshold {model.threshold:.4f} for {escalation_rate:.0%} escalation → {out}"
+                f"trained on {len(rows)} prompts ({sum(ok)} where the small model suffices; "
+                f"{features}); threshold {model.threshold:.4f} for {escalation_rate:.0%} "
+                f"escalation → {out}"
             )
         elif kind == "cascade":
             scorer = fit_cascade_scorer([r["features"] for r in rows], [r["correct"] for r in rows])

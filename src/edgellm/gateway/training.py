@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgellm.errors import EdgeLLMError
+from edgellm.gateway.embeddings import PromptEmbedder
 from edgellm.gateway.scorers import FEATURES, Confidence, LogisticScorer
 
 N_FEATURES = 2**14
@@ -35,62 +36,98 @@ def _vectorizer() -> Any:
     )
 
 
-def _features(texts: Sequence[str]) -> Any:
+def _features(texts: Sequence[str], embedder: PromptEmbedder | None = None) -> Any:
     from scipy import sparse  # type: ignore[import-untyped]
 
     words = _vectorizer().transform(texts)
     lengths = np.array([[math.log1p(len(t))] for t in texts])
-    return sparse.hstack([words, sparse.csr_matrix(lengths)]).tocsr()
+    parts = [words, sparse.csr_matrix(lengths)]
+    if embedder is not None:
+        parts.append(sparse.csr_matrix(embedder.embed(texts)))
+    return sparse.hstack(parts).tocsr()
 
 
 class PromptClassifier:
-    """P(the small model suffices | prompt)."""
+    """P(the small model suffices | prompt), from hashed word n-grams and the prompt's length,
+    and optionally a local GGUF model's embedding of the prompt."""
 
-    def __init__(self, coef: NDArray[np.float64], intercept: float, threshold: float) -> None:
+    def __init__(
+        self,
+        coef: NDArray[np.float64],
+        intercept: float,
+        threshold: float,
+        embedder: PromptEmbedder | None = None,
+    ) -> None:
         self.coef = coef
         self.intercept = intercept
         self.threshold = threshold
+        self.embedder = embedder
 
     @classmethod
     def fit(
-        cls, prompts: Sequence[str], small_ok: Sequence[bool], escalation_rate: float
+        cls,
+        prompts: Sequence[str],
+        small_ok: Sequence[bool],
+        escalation_rate: float,
+        embedder: PromptEmbedder | None = None,
     ) -> PromptClassifier:
         from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
         if len(set(small_ok)) < 2:
             raise EdgeLLMError("training needs both outcomes (small right and small wrong)")
+        x = _features(prompts, embedder)
         clf = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced")
-        clf.fit(_features(prompts), np.array(small_ok, dtype=int))
-        model = cls(clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), 0.5)
-        model.threshold = calibrate(model.p_small_ok_many(prompts), escalation_rate)
+        clf.fit(x, np.array(small_ok, dtype=int))
+        model = cls(clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), 0.5, embedder)
+        model.threshold = calibrate(model._p(x), escalation_rate)
         return model
 
-    def p_small_ok_many(self, prompts: Sequence[str]) -> NDArray[np.float64]:
-        z = _features(prompts) @ self.coef + self.intercept
+    def _p(self, x: Any) -> NDArray[np.float64]:
+        z = x @ self.coef + self.intercept
         return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))), dtype=np.float64)
+
+    def p_small_ok_many(self, prompts: Sequence[str]) -> NDArray[np.float64]:
+        return self._p(_features(prompts, self.embedder))
 
     def p_small_ok(self, prompt: str) -> float:
         return float(self.p_small_ok_many([prompt])[0])
 
     def save(self, path: Path) -> None:
         nz = np.flatnonzero(self.coef)
-        body = {
+        body: dict[str, Any] = {
             "kind": "hashed-ngrams-logreg",
-            "n_features": N_FEATURES + 1,
+            "n_features": int(self.coef.size),
             "index": nz.tolist(),
             "coef": [round(float(v), 6) for v in self.coef[nz]],
             "intercept": self.intercept,
             "threshold": self.threshold,
         }
+        if self.embedder is not None:
+            body["kind"] = "hashed-ngrams-embeddings-logreg"
+            body["embedder"] = self.embedder.spec()
         path.write_text(json.dumps(body))
 
     @classmethod
-    def load(cls, path: Path) -> PromptClassifier:
+    def load(cls, path: Path, *, threads: int = 2) -> PromptClassifier:
+        """Read a saved model; one with embeddings loads its GGUF embedding model too."""
         try:
             data = json.loads(Path(path).read_text())
             coef = np.zeros(int(data["n_features"]))
             coef[np.array(data["index"], dtype=int)] = data["coef"]
-            return cls(coef, float(data["intercept"]), float(data["threshold"]))
+            spec = data.get("embedder")
+            embedder = None
+            if spec is not None:
+                expected = N_FEATURES + 1 + int(spec["dim"])
+                if coef.size != expected:
+                    raise ValueError(f"{coef.size} weights for {expected} features")
+                embedder = PromptEmbedder(str(spec["model"]), n_ctx=int(spec["n_ctx"]),
+                                          threads=threads)  # fmt: skip
+                if embedder.dim != int(spec["dim"]):
+                    raise ValueError(
+                        f"{spec['model']} embeds in {embedder.dim} dimensions, the router was "
+                        f"trained on {spec['dim']}"
+                    )
+            return cls(coef, float(data["intercept"]), float(data["threshold"]), embedder)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise EdgeLLMError(f"cannot load router model {path}: {exc}") from exc
 

@@ -1,12 +1,15 @@
 """`learned`: a classifier predicts whether the small model suffices (RouteLLM-style).
 
-Features cheap enough for a Raspberry Pi: hashed word uni/bi-grams and the prompt length. The
-model is trained by `edgellm router train` (see `gateway/training.py`), its threshold calibrated
-for a target escalation rate.
+Features cheap enough for a Raspberry Pi: hashed word uni/bi-grams and the prompt length, and
+optionally the prompt's embedding by a local GGUF model (`router train --embed-model`; computed
+off the event loop). The model is trained by `edgellm router train` (see `gateway/training.py`),
+its threshold calibrated for a target escalation rate.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from edgellm.config import LearnedPolicyConfig
@@ -24,7 +27,7 @@ class LearnedPolicy:
     def __init__(self, config: LearnedPolicyConfig, router: Router) -> None:
         self.config = config
         self.router = router
-        self.classifier = PromptClassifier.load(config.path)
+        self.classifier = PromptClassifier.load(config.path, threads=config.embedding_threads)
         self.threshold = (
             config.threshold if config.threshold is not None else self.classifier.threshold
         )
@@ -33,7 +36,12 @@ class LearnedPolicy:
         models = self.router.by_tier(self.config.models or None)
         if call.private:
             models = [m for m in models if m.is_edge]
-        p_small = self.classifier.p_small_ok(call.text())
+        if self.classifier.embedder is None:
+            p_small = self.classifier.p_small_ok(call.text())
+        else:  # a forward pass of the embedding model: not on the event loop
+            t0 = time.perf_counter()
+            p_small = await asyncio.to_thread(self.classifier.p_small_ok, call.text())
+            info.signals["embedding_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         info.scores["p_small_ok"] = round(p_small, 4)
         info.threshold = self.threshold
         first = models[0] if p_small >= self.threshold or len(models) == 1 else models[1]
