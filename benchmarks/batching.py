@@ -62,7 +62,7 @@ def completion_body(model: str, prompt: list[int], max_tokens: int) -> dict[str,
 
 def concurrent_streams(
     url: str, model: str, prompts: list[list[int]], max_tokens: int
-) -> tuple[float, list[float]]:
+) -> tuple[float, float]:
     """(aggregate decode tok/s while all streams decode, end-to-end tok/s incl. prefill) of
     streams started together."""
     results: list[StreamResult | None] = [None] * len(prompts)
