@@ -419,7 +419,8 @@ class BatchScheduler:
         if start < n_ctx - 1:
             end = min(start + budget, n_ctx - 1)
         else:
-            end = min(start + min(budget, SCORING_CHUNK), len(job.tokens()) - 1)
+            n_tokens = n_ctx + len(job.current.continuation_tokens)
+            end = min(start + min(budget, SCORING_CHUNK), n_tokens - 1)
         return max(end - start, 0)
 
     def _add_prefill(self, slot: Slot, n: int) -> Prefill:
