@@ -5,16 +5,19 @@ share CPU 1; the proxy under test (EdgeLLM gateway, and LiteLLM proxy if a Pytho
 `litellm[proxy]` is given) runs alone, pinned to CPU 0, one worker. The load generator is a
 hand-written keep-alive HTTP/1.1 client on asyncio (no wrk here), so it costs little per request.
 
-Measured for the bare fake backend, a byte relay, the EdgeLLM gateway and LiteLLM, in the same
-run. The relay (asyncio + uvloop, pinned to CPU 0 like the proxies) copies bytes between each
-client connection and one upstream connection and does nothing else: what it adds is the floor
-any proxy process pays here (two more loopback hops, waking the other core twice), before any
-HTTP or routing work.
+Measured for the bare fake backend, a byte relay, a minimal ASGI proxy, the EdgeLLM gateway and
+LiteLLM, in the same run. The relay (asyncio + uvloop, pinned to CPU 0 like the proxies) copies
+bytes between each client connection and one upstream connection and does nothing else: what it
+adds is the floor any proxy process pays here (two more loopback hops, waking the other core
+twice), before any HTTP or routing work. The minimal ASGI proxy is the gateway's server stack
+with nothing of the gateway in it (uvicorn as the gateway runs it, the body parsed as JSON, one
+request upstream through the gateway's own lean client): what it adds is the floor of a Python
+ASGI gateway on this machine.
 - latency at 1 connection (median, p99);
 - latency at 50 concurrent clients at a moderate offered load (--rate req/s in total, Poisson
   arrivals per client), p50 and p99, in --latency-rounds short rounds that alternate between the
-  direct backend, the relay and the gateway (a noisy minute of a shared VM then hits all three
-  alike); "added" is the median over rounds of (proxy - direct in the same round);
+  direct backend, the relay, the minimal proxy and the gateway (a noisy minute of a shared VM
+  then hits them alike); "added" is the median over rounds of (proxy - direct in the same round);
 - maximum requests/s with 10 and with 50 connections (closed loop, --seconds each);
 - CPU time of the server process per request during those runs (psutil): on a shared machine the
   requests/s depend on what else runs, the CPU cost per request much less (1000 / it = the
@@ -89,6 +92,43 @@ async def main():
     await server.serve_forever()
 
 uvloop.run(main())
+"""
+
+# The least a Python ASGI gateway does: uvicorn with the gateway's own settings (httptools
+# protocol with coalesced writes, uvloop, no access log), the request body read and parsed, one
+# request upstream through the gateway's lean client, the answer passed back. No routing, no
+# auth, no metrics, no rendering: the floor of this server stack, which the gateway adds to.
+MINIMAL = """
+import json, sys, uvicorn
+from edgellm.gateway.upstream import HttpClient, Origin
+from edgellm.node.http_protocol import CoalescingHttpToolsProtocol
+UP, PORT = int(sys.argv[1]), int(sys.argv[2])
+origin = Origin.parse(f"http://127.0.0.1:{UP}/v1")
+client = HttpClient()
+HEAD = {"type": "http.response.start", "status": 200,
+        "headers": [(b"content-type", b"application/json")]}
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = json.dumps(json.loads(b"".join(chunks))).encode()
+    path = origin.base_path.encode() + b"/chat/completions"
+    upstream = await client.request(origin, b"POST", path, body,
+                                    b"Content-Type: application/json\\r\\n")
+    try:
+        answer = await upstream.read()
+    finally:
+        upstream.close()
+    await send(HEAD)
+    await send({"type": "http.response.body", "body": answer})
+
+uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning", access_log=False,
+            http=CoalescingHttpToolsProtocol, loop="uvloop")
 """
 
 
@@ -345,6 +385,14 @@ def main() -> int:
             asyncio.run(measure("byte relay", relay_port, procs[-1].pid, args, fifty=False))
         )
 
+        minimal_port = free_port()
+        procs.append(spawn([py, "-c", MINIMAL, str(fake_port), str(minimal_port)], 0, minimal_port))
+        results.append(
+            asyncio.run(
+                measure("minimal ASGI proxy", minimal_port, procs[-1].pid, args, fifty=False)
+            )
+        )
+
         gw_port = free_port()
         cfg = tmp / "gateway.yaml"
         cfg.write_text(
@@ -360,7 +408,7 @@ def main() -> int:
 
         servers = [
             (r.name, port)
-            for r, port in zip(results, (fake_port, relay_port, gw_port), strict=True)
+            for r, port in zip(results, (fake_port, relay_port, minimal_port, gw_port), strict=True)
         ]
         rounds_by_server = asyncio.run(alternate_latency(servers, args))
         direct_rounds = rounds_by_server[results[0].name][1]
@@ -434,8 +482,9 @@ def main() -> int:
         f"(target <= 1: {'ok' if gw[0] <= 1 else 'NOT MET'}), p99 {gw[1]:+.2f} ms "
         f"(target <= 5: {'ok' if gw[1] <= 5 else 'NOT MET'})"
     )
-    if len(results) == 4:
-        ratio = results[2].rps_10 / results[3].rps_10
+    by_name = {r.name: r for r in results}
+    if "LiteLLM proxy" in by_name:
+        ratio = by_name["EdgeLLM gateway"].rps_10 / by_name["LiteLLM proxy"].rps_10
         print(
             f"EdgeLLM / LiteLLM max req/s (10 conns): {ratio:.1f}x "
             f"(target >= 5: {'ok' if ratio >= 5 else 'NOT MET'})"
