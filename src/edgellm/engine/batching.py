@@ -334,6 +334,7 @@ class BatchScheduler:
         model = self._model
         model.batch_clear()
         decoding_slots: set[int] = set()
+        pending: list[Slot] = []  # slots with prompt tokens still to evaluate
         for slot in self._slots:
             gen = slot.gen
             if gen is not None and not gen.prefilling:
@@ -341,15 +342,18 @@ class BatchScheduler:
                     self._finish(slot, FinishReason.CANCELLED)
                     continue
                 decoding_slots.add(slot.seq)
-        budget = self._prefill_budget(len(decoding_slots))
+            elif slot.busy:
+                pending.append(slot)
         shares: dict[int, int] = {}  # seq -> prompt tokens queued this step, in admission order
-        for slot in sorted((s for s in self._slots if s.busy), key=lambda s: s.order):
-            if budget <= 0:
-                break
-            n = self._prefill_take(slot, budget)
-            if n > 0:
-                shares[slot.seq] = n
-                budget -= n
+        if pending:  # (a decode-only step skips the pacer)
+            budget = self._prefill_budget(len(decoding_slots))
+            for slot in sorted(pending, key=lambda s: s.order):
+                if budget <= 0:
+                    break
+                n = self._prefill_take(slot, budget)
+                if n > 0:
+                    shares[slot.seq] = n
+                    budget -= n
         # With per-slot KV cells llama.cpp cuts a batch into micro-batches of consecutive
         # sequence ids, taken in the order they first appear: tokens go in by sequence id, so
         # that one micro-batch carries the next token of every slot (a joining prompt listed
