@@ -123,6 +123,7 @@ class PromptClassifier:
                 embedder = PromptEmbedder(str(spec["model"]), n_ctx=int(spec["n_ctx"]),
                                           threads=threads)  # fmt: skip
                 if embedder.dim != int(spec["dim"]):
+                    embedder.close()  # its llama.cpp context would outlive the failed load
                     raise ValueError(
                         f"{spec['model']} embeds in {embedder.dim} dimensions, the router was "
                         f"trained on {spec['dim']}"
