@@ -53,6 +53,11 @@ STREAMS = 4
 DECODE_TOKENS = 128
 
 
+def per_round(mine: list[float], theirs: list[float]) -> list[float]:
+    """The ratio of two measurements taken in the same round, round by round."""
+    return [a / b for a, b in zip(mine, theirs, strict=True)]
+
+
 def completion_body(model: str, prompt: list[int], max_tokens: int) -> dict[str, object]:
     return {
         "model": model,
@@ -245,7 +250,7 @@ def main() -> int:
 
         def check(label: str, mine: list[float], theirs: list[float], target: float) -> None:
             nonlocal ok
-            ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+            ratios = per_round(mine, theirs)
             ratio = median(ratios)
             verdict = "ok" if ratio >= target else "BELOW"
             ok = ok and ratio >= target
@@ -261,7 +266,7 @@ def main() -> int:
         check("aggregate, 4 streams: EdgeLLM -np 4 vs llama-server -np 4", agg_ours, agg_ref, 0.9)
         check("aggregate 4 streams vs single stream (EdgeLLM -np 4)", agg_ours, single_ours, 1.3)
         check("single stream: EdgeLLM -np 4 vs EdgeLLM -np 1", single_ours, single_serial, 0.98)
-        ref_gain = [a / b for a, b in zip(agg_ref, single_ref, strict=True)]
+        ref_gain = per_round(agg_ref, single_ref)
         print(
             f"{'(reference) llama-server -np 4: aggregate / single stream':58} "
             f"{median(agg_ref):8.1f} {median(single_ref):8.1f} {median(ref_gain):6.2f}"
