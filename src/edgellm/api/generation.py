@@ -14,13 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from edgellm.api import render
 from edgellm.api.errors import error_body
-from edgellm.api.schemas import (
-    ChatCompletion,
-    ChatCompletionRequest,
-    ChatDelta,
-    Completion,
-    CompletionRequest,
-)
+from edgellm.api.schemas import ChatCompletionRequest, CompletionRequest
 from edgellm.engine.types import Failed, Finished, TextDelta, TokenLogprob
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.backends.base import EventStream
@@ -182,13 +176,21 @@ def _response_model(body: ChatCompletionRequest | CompletionRequest, routed: Rou
     return body.model if routed.info.policy is None else routed.model.name
 
 
-def _whole(payload: ChatCompletion | Completion, routed: Routed) -> Response:
-    payload.route = routed.info.as_dict()
-    return Response(  # serialized by pydantic in one pass, not dumped to dicts and re-encoded
-        payload.model_dump_json(),
-        media_type="application/json",
-        headers={ROUTE_HEADER: routed.info.header()},
-    )
+class JsonAnswer(Response):
+    """A whole JSON answer, its body encoded and its headers known (Starlette's Response would
+    parse a header mapping for each one)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, route_header: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", b"application/json"),
+            (ROUTE_HEADER.encode(), route_header.encode("latin-1")),
+        ]
 
 
 OnFinish = Callable[[str], None]
@@ -218,7 +220,9 @@ async def chat_completions(
     ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
     if on_finish is not None:
         on_finish(got.text)
-    return _whole(render.chat_completion(ids, got, done, with_logprobs=body.logprobs), routed)
+    route = routed.info.as_dict()
+    answer = render.chat_completion(ids, got, done, with_logprobs=body.logprobs, route=route)
+    return JsonAnswer(answer, routed.info.header())
 
 
 async def _chat_events(
@@ -231,13 +235,13 @@ async def _chat_events(
     stream = routed.stream
     text: list[str] = []
     try:
-        yield render.chat_chunk(ids, ChatDelta(role="assistant", content=""), include_usage=usage)
+        yield render.chat_chunk(ids, role="assistant", content="", include_usage=usage)
         async for event in stream:
             if isinstance(event, TextDelta):
                 text.append(event.text)
                 yield render.chat_chunk(
                     ids,
-                    ChatDelta(content=event.text),
+                    content=event.text,
                     logprobs=render.chat_logprobs(_top(event.logprobs, body.top_logprobs or 0))
                     if body.logprobs
                     else None,
@@ -247,7 +251,6 @@ async def _chat_events(
                 route = routed.info.as_dict()
                 yield render.chat_chunk(
                     ids,
-                    ChatDelta(),
                     finish=render.finish_reason(event),
                     timings=event.timings.as_dict(),
                     include_usage=usage,
@@ -285,8 +288,10 @@ async def completions(
     if with_logprobs:
         got.logprobs = _top(got.logprobs, body.logprobs or 0)
     ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
-    out = render.completion(ids, got, done, echo=routed.echo, with_logprobs=with_logprobs)
-    return _whole(out, routed)
+    out = render.completion(
+        ids, got, done, echo=routed.echo, with_logprobs=with_logprobs, route=routed.info.as_dict()
+    )
+    return JsonAnswer(out, routed.info.header())
 
 
 async def _completion_events(

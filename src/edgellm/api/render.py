@@ -1,47 +1,55 @@
-"""Engine events to OpenAI wire objects (chat and legacy completions), streamed or whole."""
+"""Engine events to OpenAI wire objects (chat and legacy completions), streamed or whole.
+
+Answers are built as plain dicts and encoded by the standard library's C JSON encoder: on the
+gateway's hot path, building pydantic models only to serialise them cost more than the rest of
+the rendering. The shapes are exactly those of the response models in `api/schemas.py` (which
+document them in the OpenAPI schema); a unit test holds the two together. A value JSON cannot
+carry (a NaN or infinite float) is rendered through those models instead, which write it as
+`null`, as before.
+"""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from edgellm import __version__
-from edgellm.api.schemas import (
-    AssistantMessage,
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatDelta,
-    ChatLogprobs,
-    ChatTokenLogprob,
-    Completion,
-    CompletionChoice,
-    CompletionLogprobs,
-    TopLogprobOut,
-    Usage,
-)
+from edgellm.api.schemas import ChatCompletion, ChatCompletionChunk, Completion
 from edgellm.engine.types import Finished, FinishReason, TextDelta, TokenLogprob
 
 SYSTEM_FINGERPRINT = f"edgellm-{__version__}"
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
-def sse(payload: str) -> bytes:
-    return f"data: {payload}\n\n".encode()
+
+def to_json(payload: dict[str, Any], schema: type[BaseModel]) -> bytes:
+    """`payload` as compact UTF-8 JSON; `schema` renders it if a float is NaN or infinite."""
+    try:
+        return _encode(payload).encode()
+    except ValueError:
+        return schema.model_validate(payload).model_dump_json().encode()
+
+
+def sse(payload: str | bytes) -> bytes:
+    data = payload if isinstance(payload, bytes) else payload.encode()
+    return b"data: " + data + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def usage_of(done: Finished) -> Usage:
-    return Usage(
-        prompt_tokens=done.prompt_tokens,
-        completion_tokens=done.completion_tokens,
-        total_tokens=done.prompt_tokens + done.completion_tokens,
-        prompt_tokens_details={"cached_tokens": done.timings.cache_n},
-    )
+def usage_of(done: Finished) -> dict[str, Any]:
+    return {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": done.timings.cache_n},
+    }
 
 
 def finish_reason(done: Finished) -> str:
@@ -49,37 +57,36 @@ def finish_reason(done: Finished) -> str:
     return "length" if done.reason is FinishReason.LENGTH else "stop"
 
 
-def chat_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> ChatLogprobs:
-    return ChatLogprobs(
-        content=[
-            ChatTokenLogprob(
-                token=lp.token,
-                logprob=lp.logprob,
-                bytes=list(lp.bytes),
-                top_logprobs=[
-                    TopLogprobOut(token=t.token, logprob=t.logprob, bytes=list(t.bytes))
-                    for t in lp.top
+def chat_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": lp.token,
+                "logprob": lp.logprob,
+                "bytes": list(lp.bytes),
+                "top_logprobs": [
+                    {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top
                 ],
-            )
+            }
             for lp in items
         ]
-    )
+    }
 
 
 def completion_logprobs(
     items: tuple[TokenLogprob, ...] | list[TokenLogprob], text_offset: int
-) -> CompletionLogprobs:
+) -> dict[str, Any]:
     offsets = []
     pos = text_offset
     for lp in items:
         offsets.append(pos)
         pos += len(lp.token)
-    return CompletionLogprobs(
-        tokens=[lp.token for lp in items],
-        token_logprobs=[lp.logprob for lp in items],
-        top_logprobs=[{t.token: t.logprob for t in lp.top} for lp in items],
-        text_offset=offsets,
-    )
+    return {
+        "tokens": [lp.token for lp in items],
+        "token_logprobs": [lp.logprob for lp in items],
+        "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in items],
+        "text_offset": offsets,
+    }
 
 
 @dataclass(slots=True)
@@ -110,109 +117,133 @@ class ResponseIds:
 _ids = random.Random()  # seeded from the OS once, at import
 
 
-# -- chat -----------------------------------------------------------------------------------
-
-
-def chat_completion(
-    ids: ResponseIds, got: Collected, done: Finished, *, with_logprobs: bool
-) -> ChatCompletion:
-    return ChatCompletion(
-        **_head(ids),
-        choices=[
-            ChatChoice(
-                message=AssistantMessage(content=got.text),
-                logprobs=chat_logprobs(got.logprobs) if with_logprobs else None,
-                finish_reason=finish_reason(done),
-            )
-        ],
-        usage=usage_of(done),
-        timings=done.timings.as_dict(),
-    )
-
-
-def chat_chunk(
-    ids: ResponseIds,
-    delta: ChatDelta,
-    *,
-    logprobs: ChatLogprobs | None = None,
-    finish: str | None = None,
-    timings: dict[str, float | int] | None = None,
-    include_usage: bool = False,
-    route: dict[str, Any] | None = None,
-) -> bytes:
-    chunk = ChatCompletionChunk(
-        **_head(ids),
-        choices=[ChatChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish)],
-        timings=timings,
-        route=route,
-    )
-    return _chunk_sse(chunk, include_usage=include_usage)
-
-
-def usage_chunk(
-    ids: ResponseIds, done: Finished, *, chat: bool, route: dict[str, Any] | None = None
-) -> bytes:
-    """The extra last chunk of `stream_options.include_usage`: no choices, only usage."""
-    kind = ChatCompletionChunk if chat else Completion
-    model = kind(
-        **_head(ids), choices=[], usage=usage_of(done), timings=done.timings.as_dict(), route=route
-    )
-    return sse(model.model_dump_json(exclude=None if route else {"route"}))
-
-
-def _head(ids: ResponseIds) -> dict[str, Any]:
+def _head(ids: ResponseIds, kind: str) -> dict[str, Any]:
     return {
         "id": ids.id,
+        "object": kind,
         "created": ids.created,
         "model": ids.model,
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
 
 
-def _chunk_sse(chunk: ChatCompletionChunk | Completion, *, include_usage: bool) -> bytes:
+# -- chat -----------------------------------------------------------------------------------
+
+
+def chat_completion(
+    ids: ResponseIds,
+    got: Collected,
+    done: Finished,
+    *,
+    with_logprobs: bool,
+    route: dict[str, Any] | None = None,
+) -> bytes:
+    payload = _head(ids, "chat.completion")
+    payload["choices"] = [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": got.text},
+            "logprobs": chat_logprobs(got.logprobs) if with_logprobs else None,
+            "finish_reason": finish_reason(done),
+        }
+    ]
+    payload["usage"] = usage_of(done)
+    payload["timings"] = done.timings.as_dict()
+    payload["route"] = route
+    return to_json(payload, ChatCompletion)
+
+
+def chat_chunk(
+    ids: ResponseIds,
+    *,
+    role: str | None = None,
+    content: str | None = None,
+    logprobs: dict[str, Any] | None = None,
+    finish: str | None = None,
+    timings: dict[str, float | int] | None = None,
+    include_usage: bool = False,
+    route: dict[str, Any] | None = None,
+) -> bytes:
+    """One streamed chunk: `role` and `content` are its delta."""
+    chunk = _head(ids, "chat.completion.chunk")
+    chunk["choices"] = [
+        {
+            "index": 0,
+            "delta": {"role": role, "content": content},
+            "logprobs": logprobs,
+            "finish_reason": finish,
+        }
+    ]
+    return sse(_chunk_json(chunk, ChatCompletionChunk, include_usage, timings, route))
+
+
+def usage_chunk(
+    ids: ResponseIds, done: Finished, *, chat: bool, route: dict[str, Any] | None = None
+) -> bytes:
+    """The extra last chunk of `stream_options.include_usage`: no choices, only usage."""
+    chunk = _head(ids, "chat.completion.chunk" if chat else "text_completion")
+    chunk["choices"] = []
+    chunk["usage"] = usage_of(done)
+    chunk["timings"] = done.timings.as_dict()
+    if route:
+        chunk["route"] = route
+    return sse(to_json(chunk, ChatCompletionChunk if chat else Completion))
+
+
+def _chunk_json(
+    chunk: dict[str, Any],
+    schema: type[BaseModel],
+    include_usage: bool,
+    timings: dict[str, float | int] | None,
+    route: dict[str, Any] | None,
+) -> bytes:
     """A streamed chunk without the fields it does not carry (usage unless asked for)."""
-    exclude = set() if include_usage else {"usage"}
-    if chunk.timings is None:
-        exclude.add("timings")
-    if chunk.route is None:
-        exclude.add("route")
-    return sse(chunk.model_dump_json(exclude=exclude))
+    if include_usage:
+        chunk["usage"] = None
+    if timings is not None:
+        chunk["timings"] = timings
+    if route is not None:
+        chunk["route"] = route
+    return to_json(chunk, schema)
 
 
 # -- completions ----------------------------------------------------------------------------
 
 
 def completion(
-    ids: ResponseIds, got: Collected, done: Finished, *, echo: str, with_logprobs: bool
-) -> Completion:
-    return Completion(
-        **_head(ids),
-        choices=[
-            CompletionChoice(
-                text=echo + got.text,
-                logprobs=completion_logprobs(got.logprobs, len(echo)) if with_logprobs else None,
-                finish_reason=finish_reason(done),
-            )
-        ],
-        usage=usage_of(done),
-        timings=done.timings.as_dict(),
-    )
+    ids: ResponseIds,
+    got: Collected,
+    done: Finished,
+    *,
+    echo: str,
+    with_logprobs: bool,
+    route: dict[str, Any] | None = None,
+) -> bytes:
+    payload = _head(ids, "text_completion")
+    payload["choices"] = [
+        {
+            "index": 0,
+            "text": echo + got.text,
+            "logprobs": completion_logprobs(got.logprobs, len(echo)) if with_logprobs else None,
+            "finish_reason": finish_reason(done),
+        }
+    ]
+    payload["usage"] = usage_of(done)
+    payload["timings"] = done.timings.as_dict()
+    payload["route"] = route
+    return to_json(payload, Completion)
 
 
 def completion_chunk(
     ids: ResponseIds,
     text: str,
     *,
-    logprobs: CompletionLogprobs | None = None,
+    logprobs: dict[str, Any] | None = None,
     finish: str | None = None,
     timings: dict[str, float | int] | None = None,
     include_usage: bool = False,
     route: dict[str, Any] | None = None,
 ) -> bytes:
-    chunk = Completion(
-        **_head(ids),
-        choices=[CompletionChoice(text=text, logprobs=logprobs, finish_reason=finish)],
-        timings=timings,
-        route=route,
-    )
-    return _chunk_sse(chunk, include_usage=include_usage)
+    chunk = _head(ids, "text_completion")
+    chunk["choices"] = [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]
+    return sse(_chunk_json(chunk, Completion, include_usage, timings, route))

@@ -1,0 +1,112 @@
+"""The rendered answers and chunks have exactly the shapes of the documented response models
+(`api/schemas.py`), and values JSON cannot carry are rendered as those models render them."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from edgellm.api import render
+from edgellm.api.schemas import ChatCompletion, ChatCompletionChunk, Completion
+from edgellm.engine.types import (
+    Finished,
+    FinishReason,
+    TextDelta,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+)
+
+IDS = render.ResponseIds(model="m", id="chatcmpl-1", created=1700000000)
+ROUTE = {"policy": None, "model": "m", "hops": [{"model": "m", "ms": 0.5}]}
+
+
+def _lp(token: str, logprob: float) -> TokenLogprob:
+    top = (TopLogprob(token=token, token_id=1, logprob=logprob, bytes=token.encode()),)
+    return TokenLogprob(token=token, token_id=1, logprob=logprob, bytes=token.encode(), top=top)
+
+
+def _done(reason: FinishReason = FinishReason.STOP) -> Finished:
+    timings = Timings(prompt_n=7, prompt_ms=3.5, predicted_n=3, predicted_ms=2.0, cache_n=2)
+    return Finished(reason=reason, prompt_tokens=7, completion_tokens=3, timings=timings)
+
+
+def _collected(text: str = "Grüße, world", logprob: float = -0.25) -> render.Collected:
+    got = render.Collected()
+    got.add(TextDelta(text=text, token_ids=(1, 2), logprobs=(_lp("Gr", logprob), _lp("üße", -1.0))))
+    return got
+
+
+def _same_as_schema(raw: bytes, schema: type[BaseModel], *, exclude: set[str]) -> dict[str, Any]:
+    """`raw` parses, validates against `schema` (which forbids unknown fields) and is what the
+    model itself dumps, with the fields a chunk leaves out left out."""
+    data = json.loads(raw)
+    model = schema.model_validate(data)
+    assert model.model_dump(mode="json", exclude=exclude) == data
+    return data  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("with_logprobs", [False, True])
+def test_whole_chat_answer_matches_its_model(with_logprobs: bool) -> None:
+    raw = render.chat_completion(
+        IDS, _collected(), _done(), with_logprobs=with_logprobs, route=ROUTE
+    )
+    data = _same_as_schema(raw, ChatCompletion, exclude=set())
+    assert "Grüße".encode() in raw  # UTF-8 as it is, not \\u escapes
+    assert data["choices"][0]["message"] == {"role": "assistant", "content": "Grüße, world"}
+    assert data["usage"]["prompt_tokens_details"] == {"cached_tokens": 2}
+    assert data["route"] == ROUTE
+    if with_logprobs:
+        assert data["choices"][0]["logprobs"]["content"][0]["bytes"] == list(b"Gr")
+
+
+@pytest.mark.parametrize("with_logprobs", [False, True])
+def test_whole_completion_matches_its_model(with_logprobs: bool) -> None:
+    raw = render.completion(
+        IDS, _collected(), _done(FinishReason.LENGTH), echo="Say: ", with_logprobs=with_logprobs
+    )
+    data = _same_as_schema(raw, Completion, exclude=set())
+    choice = data["choices"][0]
+    assert choice["text"] == "Say: Grüße, world"
+    assert choice["finish_reason"] == "length"
+    if with_logprobs:
+        assert choice["logprobs"]["text_offset"] == [5, 7]
+
+
+def test_chunks_carry_only_their_fields() -> None:
+    first = render.chat_chunk(IDS, role="assistant", content="")
+    data = _same_as_schema(first[6:-2], ChatCompletionChunk, exclude={"usage", "timings", "route"})
+    assert first.startswith(b"data: ") and first.endswith(b"\n\n")
+    assert data["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "usage" not in data and "timings" not in data and "route" not in data
+
+    last = render.chat_chunk(
+        IDS, finish="stop", timings=_done().timings.as_dict(), include_usage=True, route=ROUTE
+    )
+    data = _same_as_schema(last[6:-2], ChatCompletionChunk, exclude=set())
+    assert data["usage"] is None and data["route"] == ROUTE
+    assert data["choices"][0]["delta"] == {"role": None, "content": None}
+
+    text = render.completion_chunk(
+        IDS, "hi", logprobs=render.completion_logprobs([_lp("hi", -1)], 0)
+    )
+    _same_as_schema(text[6:-2], Completion, exclude={"usage", "timings", "route"})
+
+    for chat in (True, False):
+        usage = render.usage_chunk(IDS, _done(), chat=chat)
+        schema = ChatCompletionChunk if chat else Completion
+        data = _same_as_schema(usage[6:-2], schema, exclude={"route"})
+        assert data["choices"] == [] and data["usage"]["total_tokens"] == 10
+
+
+def test_a_non_finite_logprob_is_rendered_as_null() -> None:
+    raw = render.chat_completion(
+        IDS, _collected(logprob=-math.inf), _done(), with_logprobs=True, route=ROUTE
+    )
+    data = json.loads(raw)  # strict JSON: no -Infinity
+    assert data["choices"][0]["logprobs"]["content"][0]["logprob"] is None
+    assert data["choices"][0]["logprobs"]["content"][1]["logprob"] == -1.0
