@@ -15,11 +15,12 @@ from fastapi.responses import StreamingResponse
 from edgellm.api import render
 from edgellm.api.errors import error_body
 from edgellm.api.schemas import ChatCompletionRequest, CompletionRequest
-from edgellm.engine.types import Failed, Finished, TextDelta, TokenLogprob
+from edgellm.engine.types import Failed, Finished, GenerationEvent, TextDelta, TokenLogprob
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
 from edgellm.gateway.errors import UpstreamError
+from edgellm.gateway.streams import ReplayStream
 from edgellm.node.http_protocol import DISCONNECT_EXTENSION
 
 if TYPE_CHECKING:
@@ -114,9 +115,25 @@ async def route_watching(router: Router, call: Call, request: Request) -> Routed
     return await _watching(request, _route(router, call))
 
 
+def _gathered(events: list[GenerationEvent]) -> tuple[render.Collected, Finished]:
+    got = render.Collected()
+    for event in events:
+        if isinstance(event, TextDelta):
+            got.add(event)
+        elif isinstance(event, Finished):
+            return got, event
+        elif isinstance(event, Failed):
+            raise _as_edgellm_error(event.error)
+    raise EdgeLLMError("generation ended without a final event")
+
+
 async def _collect(stream: EventStream) -> tuple[render.Collected, Finished]:
     got = render.Collected()
     try:
+        if isinstance(stream, ReplayStream):
+            buffered = stream.take_to_end()
+            if buffered is not None:
+                return _gathered(buffered)
         async for event in stream:
             if isinstance(event, TextDelta):
                 got.add(event)

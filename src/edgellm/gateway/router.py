@@ -45,7 +45,7 @@ from edgellm.gateway.errors import NoBackendError, UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
 from edgellm.gateway.route import RouteInfo
-from edgellm.gateway.streams import ReplayStream
+from edgellm.gateway.streams import BufferedEvents, ReplayStream
 from edgellm.gateway.upstream import HttpClient
 
 log = logging.getLogger(__name__)
@@ -340,8 +340,14 @@ class Router:
         try:
             async with asyncio.timeout(timeout):
                 stream, echo = await replica.open(call)
-                events = stream.__aiter__()
-                first = await events.__anext__()
+                if isinstance(stream, BufferedEvents):  # a whole answer, already parsed
+                    events, buffered = None, stream.events
+                    if not buffered:
+                        raise StopAsyncIteration
+                    first, rest = buffered[0], buffered[1:]
+                else:
+                    events, rest = stream.__aiter__(), []
+                    first = await events.__anext__()
             if isinstance(first, Failed):
                 err = first.error
                 raise err if isinstance(err, EdgeLLMError) else UpstreamError(str(err))
@@ -381,7 +387,8 @@ class Router:
         self.metrics.ttft_child(model.name).observe(time.perf_counter() - info.started)
         info.hop(model.name, replica.id, "ok", t0, first_event_ms=_ms(t0))
         info.model, info.tier, info.replica = model.name, model.tier, replica.id
-        return Routed(ReplayStream([first], events, stream, on_end), model, replica, echo, info)
+        replay = ReplayStream([first, *rest], events, stream, on_end)
+        return Routed(replay, model, replica, echo, info)
 
     def _fit_history(
         self, call: Call, model: RoutedModel, replica: Backend, info: RouteInfo

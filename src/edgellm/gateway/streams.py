@@ -9,13 +9,29 @@ from edgellm.engine.types import Failed, Finished, GenerationEvent
 from edgellm.gateway.backends.base import EventStream
 
 
+class BufferedEvents:
+    """A generation whose events are all in memory already (a whole upstream answer, read and
+    parsed): the router hands them on without iterating asynchronously."""
+
+    def __init__(self, events: list[GenerationEvent]) -> None:
+        self.events = events
+
+    def cancel(self) -> None:
+        """Nothing to stop: the upstream has answered."""
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        for event in self.events:
+            yield event
+
+
 class ReplayStream:
-    """`prefix` events first, then the rest of `events`; cancelling reaches the upstream."""
+    """`prefix` events first, then the rest of `events` (None: there is no rest); cancelling
+    reaches the upstream."""
 
     def __init__(
         self,
         prefix: list[GenerationEvent],
-        events: AsyncIterator[GenerationEvent],
+        events: AsyncIterator[GenerationEvent] | None,
         upstream: EventStream,
         on_end: Callable[[GenerationEvent | None], None] | None = None,
     ) -> None:
@@ -39,6 +55,9 @@ class ReplayStream:
         """The next event, without closing the stream when the caller stops early."""
         if self._prefix:
             event = self._prefix.pop(0)
+        elif self._events is None:
+            self._end(None)
+            return None
         else:
             try:
                 event = await self._events.__anext__()
@@ -48,6 +67,17 @@ class ReplayStream:
         if isinstance(event, Finished | Failed):
             self._end(event)
         return event
+
+    def take_to_end(self) -> list[GenerationEvent] | None:
+        """Every remaining event, if they are all buffered and the last one ends the stream
+        (else None, and nothing is taken): a whole answer collected without awaiting."""
+        prefix = self._prefix
+        ends = bool(prefix) and isinstance(prefix[-1], Finished | Failed)
+        if not ends and self._events is not None:
+            return None
+        self._prefix = []
+        self._end(prefix[-1] if ends else None)
+        return prefix
 
     def push_back(self, events: list[GenerationEvent]) -> None:
         self._prefix[:0] = events

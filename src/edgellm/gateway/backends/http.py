@@ -36,6 +36,7 @@ from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import estimate_tokens
 from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.streams import BufferedEvents
 from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
 
 _NOT_FORWARDED = {"conversation_id", "messages"}
@@ -160,8 +161,8 @@ class HttpBackend:
                 raise UpstreamError(f"{self.id}: answer broke: {type(exc).__name__}") from exc
             finally:
                 response.close()
-            answer = WholeAnswer(_answer_events(raw, self.id, chat=call.is_chat, strip_echo=echo))
-            return answer, echo
+            parsed = _answer_events(raw, self.id, chat=call.is_chat, strip_echo=echo)
+            return BufferedEvents(parsed), echo
         events = HttpStream(
             response, self.id, chat=call.is_chat, strip_echo=echo, read_timeout=read_timeout
         )
@@ -302,20 +303,6 @@ class HttpStream:
         if not text and not lps:
             return None
         return TextDelta(text=text, token_ids=(), logprobs=lps)
-
-
-class WholeAnswer:
-    """The events of a whole (non-streamed) upstream answer, already read and parsed."""
-
-    def __init__(self, events: list[GenerationEvent]) -> None:
-        self._events = events
-
-    def cancel(self) -> None:
-        """Nothing to stop: the upstream has answered and its connection is back in the pool."""
-
-    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
-        for event in self._events:
-            yield event
 
 
 def _answer_events(
