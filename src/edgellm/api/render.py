@@ -1,38 +1,27 @@
 """Engine events to OpenAI wire objects (chat and legacy completions), streamed or whole.
 
-Answers are built as plain dicts and encoded by the standard library's C JSON encoder: on the
-gateway's hot path, building pydantic models only to serialise them cost more than the rest of
-the rendering. The shapes are exactly those of the response models in `api/schemas.py` (which
-document them in the OpenAPI schema); a unit test holds the two together. A value JSON cannot
-carry (a NaN or infinite float) is rendered through those models instead, which write it as
-`null`, as before.
+Answers are built as plain dicts and encoded by orjson: on the gateway's hot path, building
+pydantic models only to serialise them cost more than the rest of the rendering, and the standard
+library's encoder is slower than both. The shapes are exactly those of the response models in
+`api/schemas.py` (which document them in the OpenAPI schema); a unit test holds the two together.
+A float JSON cannot carry (NaN, infinite) is written as `null`, as pydantic does.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+import orjson
 
 from edgellm import __version__
-from edgellm.api.schemas import ChatCompletion, ChatCompletionChunk, Completion
 from edgellm.engine.types import Finished, FinishReason, TextDelta, TokenLogprob
 
 SYSTEM_FINGERPRINT = f"edgellm-{__version__}"
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-def to_json(payload: dict[str, Any], schema: type[BaseModel]) -> bytes:
-    """`payload` as compact UTF-8 JSON; `schema` renders it if a float is NaN or infinite."""
-    try:
-        return _encode(payload).encode()
-    except ValueError:
-        return schema.model_validate(payload).model_dump_json().encode()
+to_json = orjson.dumps  # compact UTF-8 JSON, non-finite floats as null
 
 
 def sse(payload: str | bytes) -> bytes:
@@ -150,7 +139,7 @@ def chat_completion(
     payload["usage"] = usage_of(done)
     payload["timings"] = done.timings.as_dict()
     payload["route"] = route
-    return to_json(payload, ChatCompletion)
+    return to_json(payload)
 
 
 def chat_chunk(
@@ -174,7 +163,7 @@ def chat_chunk(
             "finish_reason": finish,
         }
     ]
-    return sse(_chunk_json(chunk, ChatCompletionChunk, include_usage, timings, route))
+    return sse(_chunk_json(chunk, include_usage, timings, route))
 
 
 def usage_chunk(
@@ -187,12 +176,11 @@ def usage_chunk(
     chunk["timings"] = done.timings.as_dict()
     if route:
         chunk["route"] = route
-    return sse(to_json(chunk, ChatCompletionChunk if chat else Completion))
+    return sse(to_json(chunk))
 
 
 def _chunk_json(
     chunk: dict[str, Any],
-    schema: type[BaseModel],
     include_usage: bool,
     timings: dict[str, float | int] | None,
     route: dict[str, Any] | None,
@@ -204,7 +192,7 @@ def _chunk_json(
         chunk["timings"] = timings
     if route is not None:
         chunk["route"] = route
-    return to_json(chunk, schema)
+    return to_json(chunk)
 
 
 # -- completions ----------------------------------------------------------------------------
@@ -231,7 +219,7 @@ def completion(
     payload["usage"] = usage_of(done)
     payload["timings"] = done.timings.as_dict()
     payload["route"] = route
-    return to_json(payload, Completion)
+    return to_json(payload)
 
 
 def completion_chunk(
@@ -246,4 +234,4 @@ def completion_chunk(
 ) -> bytes:
     chunk = _head(ids, "text_completion")
     chunk["choices"] = [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]
-    return sse(_chunk_json(chunk, Completion, include_usage, timings, route))
+    return sse(_chunk_json(chunk, include_usage, timings, route))

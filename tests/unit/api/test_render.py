@@ -1,5 +1,5 @@
 """The rendered answers and chunks have exactly the shapes of the documented response models
-(`api/schemas.py`), and values JSON cannot carry are rendered as those models render them."""
+(`api/schemas.py`), and floats JSON cannot carry are written as null, as pydantic writes them."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from edgellm.api.schemas import ChatCompletionRequest
 from edgellm.config import HttpBackendConfig
@@ -118,7 +119,7 @@ class HttpBackend:
         cfg = self.config
         deadline = time.monotonic() + cfg.timeout_s
         stream = self.streams(call)
-        body = json.dumps(self.payload(call, stream=stream), separators=(",", ":")).encode()
+        body = orjson.dumps(self.payload(call, stream=stream))
         # streamed: the longest wait for the first (and every next) chunk; whole: for the answer
         read_timeout = _min(cfg.first_token_timeout_s, cfg.timeout_s) if stream else cfg.timeout_s
         try:
@@ -255,7 +256,7 @@ class HttpStream:
                         done = True
                         break
                     try:
-                        chunk = json.loads(payload)
+                        chunk = orjson.loads(payload)
                     except ValueError:
                         continue
                     if not isinstance(chunk, dict):
@@ -311,7 +312,7 @@ def _answer_events(
     """A whole chat or text completion as the events its SSE stream would have given: one
     delta with the text and every log-prob (none if both are empty), then Finished; or Failed."""
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)
     except ValueError:
         return [Failed(UpstreamError(f"{source}: the answer is not JSON: {raw[:200]!r}"))]
     if not isinstance(data, dict):
