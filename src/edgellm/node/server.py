@@ -3,6 +3,7 @@ gateway in front of them and of any remote models."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 
@@ -21,6 +22,11 @@ def run(config: EdgeLLMConfig, *, log_level: str = "info") -> None:
     )
     pool = EnginePool(config.models) if config.models else None
     app = create_app(Router(config, pool), config.server)
+    # Everything alive now (imported modules, the app, the config) lives as long as the server:
+    # out of the collector's sight, a full collection no longer walks ~150k startup objects
+    # (about 100 ms on this project's 2-core test VM: a p99 spike under load)
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=config.server.host,
@@ -33,4 +39,6 @@ def run(config: EdgeLLMConfig, *, log_level: str = "info") -> None:
         http=CoalescingHttpToolsProtocol,
         loop="uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio",
         access_log=log_level == "debug",
+        # X-Forwarded-For only changes the client address in that log: no middleware otherwise
+        proxy_headers=log_level == "debug",
     )

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from typing import Any
 
 import httpx
@@ -43,7 +44,8 @@ from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, O
 _NOT_FORWARDED = {"conversation_id", "messages"}
 _ACCEPT_SSE = b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
 _ACCEPT_JSON = b"Content-Type: application/json\r\nAccept: application/json\r\n"
-_TIMING_FIELDS = ("queue_ms", "ttft_ms", "cache_n", "prompt_n", "prompt_ms", "predicted_n")
+# every Timings field, with its type (an upstream's counters may come as floats or ints)
+_TIMING_TYPES = {f.name: type(f.default) for f in fields(Timings)}
 
 
 class HttpBackend:
@@ -352,12 +354,12 @@ def _answer_events(
 
 
 def _timings(raw: dict[str, Any]) -> Timings:
-    t = Timings()
-    for name in (*_TIMING_FIELDS, "predicted_ms", "total_ms"):
+    known = {}
+    for name, kind in _TIMING_TYPES.items():
         value = raw.get(name)
         if isinstance(value, int | float):
-            setattr(t, name, type(getattr(t, name))(value))
-    return t
+            known[name] = kind(value)
+    return Timings(**known)
 
 
 def _chat_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
