@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import fields
+from dataclasses import asdict
 from typing import Any
 
 import httpx
@@ -45,7 +45,7 @@ _NOT_FORWARDED = {"conversation_id", "messages"}
 _ACCEPT_SSE = b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
 _ACCEPT_JSON = b"Content-Type: application/json\r\nAccept: application/json\r\n"
 # every Timings field, with its type (an upstream's counters may come as floats or ints)
-_TIMING_TYPES = {f.name: type(f.default) for f in fields(Timings)}
+_TIMING_TYPES: dict[str, type[Any]] = {k: type(v) for k, v in asdict(Timings()).items()}
 
 
 class HttpBackend:
@@ -354,7 +354,7 @@ def _answer_events(
 
 
 def _timings(raw: dict[str, Any]) -> Timings:
-    known = {}
+    known: dict[str, Any] = {}
     for name, kind in _TIMING_TYPES.items():
         value = raw.get(name)
         if isinstance(value, int | float):
