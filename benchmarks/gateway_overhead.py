@@ -29,7 +29,12 @@ the direct measurement never has (its client is idle while it waits) and no depl
 default it runs at a higher priority (nice -10, as root) so it answers at once; --fake-nice 0
 measures it as an equal.
 
+With --baseline-src DIR (the src/ of another build, e.g. `git worktree add /tmp/base <commit>`),
+that build's gateway is measured as one more row in the same rounds: a before/after comparison
+on one machine state, which runs minutes apart on this VM cannot give.
+
     .venv/bin/python benchmarks/gateway_overhead.py [--litellm-python /path/to/python] [--seconds 8]
+        [--baseline-src /tmp/base/src]
 """
 
 from __future__ import annotations
@@ -130,6 +135,9 @@ async def app(scope, receive, send):
 uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning", access_log=False,
             http=CoalescingHttpToolsProtocol, loop="uvloop")
 """
+
+
+BASELINE = "baseline gateway"  # the --baseline-src build
 
 
 def free_port() -> int:
@@ -346,6 +354,11 @@ def main() -> int:
         help="scheduling priority of the fake backend (0: as the load generator)",
     )
     ap.add_argument("--litellm-python", help="a Python with litellm[proxy] (separate venv)")
+    ap.add_argument(
+        "--baseline-src",
+        help="the src/ directory of another EdgeLLM build (e.g. a `git worktree` of an older "
+        "commit), measured as a second gateway row in the same rounds",
+    )
     args = ap.parse_args()
     if (os.cpu_count() or 1) < 2:
         print("needs two CPUs", file=sys.stderr)
@@ -400,16 +413,22 @@ def main() -> int:
             f"      - url: http://127.0.0.1:{fake_port}/v1\n        health_path: null\n"
             "        max_concurrency: 100000\n"
         )
-        edgellm = [py, "-m", "edgellm", "serve", "--config", str(cfg), "--port", str(gw_port)]
-        procs.append(spawn([*edgellm, "--log-level", "warning"], 0, gw_port))
+        edgellm = [py, "-m", "edgellm", "serve", "--config", str(cfg), "--log-level", "warning"]
+        procs.append(spawn([*edgellm, "--port", str(gw_port)], 0, gw_port))
         results.append(
             asyncio.run(measure("EdgeLLM gateway", gw_port, procs[-1].pid, args, fifty=False))
         )
+        ports = [fake_port, relay_port, minimal_port, gw_port]
+        if args.baseline_src:
+            base_port = free_port()
+            env = os.environ | {"PYTHONPATH": str(Path(args.baseline_src).resolve())}
+            procs.append(spawn([*edgellm, "--port", str(base_port)], 0, base_port, env))
+            results.append(
+                asyncio.run(measure(BASELINE, base_port, procs[-1].pid, args, fifty=False))
+            )
+            ports.append(base_port)
 
-        servers = [
-            (r.name, port)
-            for r, port in zip(results, (fake_port, relay_port, minimal_port, gw_port), strict=True)
-        ]
+        servers = [(r.name, port) for r, port in zip(results, ports, strict=True)]
         rounds_by_server = asyncio.run(alternate_latency(servers, args))
         direct_rounds = rounds_by_server[results[0].name][1]
         for r in results:
@@ -482,6 +501,11 @@ def main() -> int:
         f"(target <= 1: {'ok' if gw[0] <= 1 else 'NOT MET'}), p99 {gw[1]:+.2f} ms "
         f"(target <= 5: {'ok' if gw[1] <= 5 else 'NOT MET'})"
     )
+    if BASELINE in added:
+        base = added[BASELINE]
+        print(
+            f"baseline gateway (--baseline-src) added: p50 {base[0]:+.2f} ms, p99 {base[1]:+.2f} ms"
+        )
     by_name = {r.name: r for r in results}
     if "LiteLLM proxy" in by_name:
         ratio = by_name["EdgeLLM gateway"].rps_10 / by_name["LiteLLM proxy"].rps_10
