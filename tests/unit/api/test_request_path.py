@@ -4,6 +4,8 @@ task (EdgeLLM's uvicorn protocol), the OpenTelemetry check redone only when OTel
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -199,3 +201,30 @@ def test_telemetry_check_is_redone_only_when_opentelemetry_changes(
     assert app._telemetry_on()  # a provider set later is seen at the next request
     assert app._telemetry_on()
     assert calls == [False, True, True]
+
+
+@run
+async def test_a_finished_request_is_freed_without_the_cyclic_collector() -> None:
+    """The disconnect hook in the scope holds its cycle weakly: a cycle whose scope held a bound
+    method of the cycle was a reference cycle per request, for the collector to find."""
+    cycles: list[weakref.ref[Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        guard = DisconnectGuard(Request(scope, receive))
+        guard.stop()
+        await Response(b"ok")(scope, receive, send)
+
+    protocol, _ = _connect(app)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            protocol.data_received(REQUEST)
+            assert protocol.cycle is not None
+            cycles.append(weakref.ref(protocol.cycle))
+            await _settle(protocol)
+        protocol.cycle = None  # what uvicorn drops once the next request starts
+        assert all(ref() is None for ref in cycles[:-1])
+        assert cycles[-1]() is None
+    finally:
+        gc.enable()
