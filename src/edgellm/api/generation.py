@@ -115,32 +115,29 @@ async def route_watching(router: Router, call: Call, request: Request) -> Routed
     return await _watching(request, _route(router, call))
 
 
-def _gathered(events: list[GenerationEvent]) -> tuple[render.Collected, Finished]:
-    got = render.Collected()
-    for event in events:
-        if isinstance(event, TextDelta):
-            got.add(event)
-        elif isinstance(event, Finished):
-            return got, event
-        elif isinstance(event, Failed):
-            raise _as_edgellm_error(event.error)
-    raise EdgeLLMError("generation ended without a final event")
+def _add(got: render.Collected, event: GenerationEvent) -> Finished | None:
+    """One event of a whole answer into `got`: the final event is returned, a failure raised."""
+    if isinstance(event, TextDelta):
+        got.add(event)
+    elif isinstance(event, Finished):
+        return event
+    elif isinstance(event, Failed):
+        raise _as_edgellm_error(event.error)
+    return None
 
 
 async def _collect(stream: EventStream) -> tuple[render.Collected, Finished]:
     got = render.Collected()
     try:
-        if isinstance(stream, ReplayStream):
-            buffered = stream.take_to_end()
-            if buffered is not None:
-                return _gathered(buffered)
-        async for event in stream:
-            if isinstance(event, TextDelta):
-                got.add(event)
-            elif isinstance(event, Finished):
-                return got, event
-            elif isinstance(event, Failed):
-                raise _as_edgellm_error(event.error)
+        buffered = stream.take_to_end() if isinstance(stream, ReplayStream) else None
+        if buffered is not None:  # a whole upstream answer: no need to iterate asynchronously
+            for event in buffered:
+                if (done := _add(got, event)) is not None:
+                    return got, done
+        else:
+            async for event in stream:
+                if (done := _add(got, event)) is not None:
+                    return got, done
         raise EdgeLLMError("generation ended without a final event")
     finally:
         stream.cancel()
