@@ -21,7 +21,19 @@ from edgellm.engine.types import Finished, FinishReason, TextDelta, TokenLogprob
 
 SYSTEM_FINGERPRINT = f"edgellm-{__version__}"
 
-to_json = orjson.dumps  # compact UTF-8 JSON, non-finite floats as null
+
+def _plain(value: object) -> object:
+    """What orjson does not encode itself (it is asked only then): numpy scalars, say a score a
+    policy put in the `route` object, as the Python numbers they hold."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def to_json(payload: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; non-finite floats as null."""
+    return orjson.dumps(payload, default=_plain)
 
 
 def sse(payload: str | bytes) -> bytes:

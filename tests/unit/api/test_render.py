@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import BaseModel
 
@@ -110,3 +111,11 @@ def test_a_non_finite_logprob_is_rendered_as_null() -> None:
     data = json.loads(raw)  # strict JSON: no -Infinity
     assert data["choices"][0]["logprobs"]["content"][0]["logprob"] is None
     assert data["choices"][0]["logprobs"]["content"][1]["logprob"] == -1.0
+
+
+def test_numpy_numbers_in_the_route_object_are_written_as_numbers() -> None:
+    route = ROUTE | {"scores": {"p_small_ok": np.float64(0.8125), "n": np.int64(3)}}
+    raw = render.chat_completion(IDS, _collected(), _done(), with_logprobs=False, route=route)
+    assert json.loads(raw)["route"]["scores"] == {"p_small_ok": 0.8125, "n": 3}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        render.to_json({"x": object()})
