@@ -87,8 +87,8 @@ class DisconnectGuard:
 def _observe_routed(router: Router, routed: Routed) -> None:
     info = routed.info
     upstream_s = sum(h["ms"] for h in info.hops) / 1e3
-    router.metrics.overhead.observe(max(time.perf_counter() - info.started - upstream_s, 0.0))
-    router.metrics.routed_child(info.policy or "explicit", routed.model.name).inc()
+    router.metrics.observe_overhead(max(time.perf_counter() - info.started - upstream_s, 0.0))
+    router.metrics.count_routed(info.policy or "explicit", routed.model.name)
 
 
 async def _route(router: Router, call: Call) -> Routed:

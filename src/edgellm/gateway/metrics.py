@@ -1,8 +1,22 @@
-"""Gateway metrics, in the serving process's Prometheus registry."""
+"""Gateway metrics, in the serving process's Prometheus registry.
+
+The request path's updates (one request's attempts, routing, overhead, TTFT and end-to-end time)
+are recorded as plain tuples and applied to the Prometheus objects in one batch: when the
+registry is collected (a scrape), or every `FOLD_EVERY` updates. On a core that idles between
+requests each update of a Prometheus object costs cache misses (the six of a request ~60 µs
+with cold caches, against one list append); batched, they run hot. A scrape sees every update
+made before it, as before.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+FOLD_EVERY = 4096  # pending updates before they are applied without waiting for a scrape
 
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
@@ -12,6 +26,8 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = registry or CollectorRegistry()
         self.registry = r
+        self._pending: list[tuple[Counter | Histogram, tuple[str, ...], float]] = []
+        r.register(_Fold(self))  # first, so that a collection applies the pending updates first
         self.requests = Counter(
             "edgellm_gateway_backend_requests",
             "Attempts per backend replica and outcome (ok, error, timeout, overloaded)",
@@ -59,29 +75,52 @@ class GatewayMetrics:
 
         # labelled children, looked up once per label set (labels() takes a lock and builds
         # a tuple on every call)
-        self._counters: dict[tuple[str, ...], Counter] = {}
-        self._histograms: dict[tuple[str, ...], Histogram] = {}
+        self._children: dict[tuple[Counter | Histogram, tuple[str, ...]], Counter | Histogram] = {}
 
-    def _counter(self, metric: Counter, key: tuple[str, ...]) -> Counter:
-        child = self._counters.get(key)
-        if child is None:
-            child = self._counters[key] = metric.labels(*key[1:])
-        return child
+    def _later(self, metric: Counter | Histogram, labels: tuple[str, ...], value: float) -> None:
+        pending = self._pending
+        pending.append((metric, labels, value))
+        if len(pending) >= FOLD_EVERY:
+            self.fold()
 
-    def _histogram(self, metric: Histogram, key: tuple[str, ...]) -> Histogram:
-        child = self._histograms.get(key)
-        if child is None:
-            child = self._histograms[key] = metric.labels(*key[1:])
-        return child
+    def fold(self) -> None:
+        """Apply the pending updates to the Prometheus objects."""
+        pending, self._pending = self._pending, []
+        children = self._children
+        for metric, labels, value in pending:
+            child = children.get((metric, labels))
+            if child is None:
+                child = children[(metric, labels)] = metric.labels(*labels) if labels else metric
+            if isinstance(child, Histogram):
+                child.observe(value)
+            else:
+                child.inc(value)
 
-    def requests_child(self, model: str, backend: str, outcome: str) -> Counter:
-        return self._counter(self.requests, ("requests", model, backend, outcome))
+    def count_attempt(self, model: str, backend: str, outcome: str) -> None:
+        self._later(self.requests, (model, backend, outcome), 1.0)
 
-    def routed_child(self, policy: str, model: str) -> Counter:
-        return self._counter(self.routed, ("routed", policy, model))
+    def count_routed(self, policy: str, model: str) -> None:
+        self._later(self.routed, (policy, model), 1.0)
 
-    def ttft_child(self, model: str) -> Histogram:
-        return self._histogram(self.ttft, ("ttft", model))
+    def observe_overhead(self, seconds: float) -> None:
+        self._later(self.overhead, (), seconds)
 
-    def e2e_child(self, model: str) -> Histogram:
-        return self._histogram(self.e2e, ("e2e", model))
+    def observe_ttft(self, model: str, seconds: float) -> None:
+        self._later(self.ttft, (model,), seconds)
+
+    def observe_e2e(self, model: str, seconds: float) -> None:
+        self._later(self.e2e, (model,), seconds)
+
+
+class _Fold(Collector):
+    """Collected before the gateway's metrics: applies their pending updates, yields nothing."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        self._metrics.fold()
+        return []

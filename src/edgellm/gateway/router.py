@@ -365,7 +365,7 @@ class Router:
                     status=504,
                 )
             outcome = _outcome(exc)
-            self.metrics.requests_child(model.name, replica.id, outcome).inc()
+            self.metrics.count_attempt(model.name, replica.id, outcome)
             info.hop(model.name, replica.id, outcome, t0, error=_short(exc))
             if outcome in {"error", "timeout"}:
                 state.record_failure(_short(exc))
@@ -378,13 +378,13 @@ class Router:
             elapsed = time.perf_counter() - t0
             if isinstance(last, Finished):
                 state.record_success(last.timings, elapsed)
-                self.metrics.e2e_child(model.name).observe(time.perf_counter() - info.started)
-                self.metrics.requests_child(model.name, replica.id, "ok").inc()
+                self.metrics.observe_e2e(model.name, time.perf_counter() - info.started)
+                self.metrics.count_attempt(model.name, replica.id, "ok")
             elif isinstance(last, Failed):
                 state.record_failure(_short(last.error))
-                self.metrics.requests_child(model.name, replica.id, "error").inc()
+                self.metrics.count_attempt(model.name, replica.id, "error")
 
-        self.metrics.ttft_child(model.name).observe(time.perf_counter() - info.started)
+        self.metrics.observe_ttft(model.name, time.perf_counter() - info.started)
         info.hop(model.name, replica.id, "ok", t0, first_event_ms=_ms(t0))
         info.model, info.tier, info.replica = model.name, model.tier, replica.id
         replay = ReplayStream([first, *rest], events, stream, on_end)
