@@ -128,6 +128,22 @@ def _head(ids: ResponseIds, kind: str) -> dict[str, Any]:
     }
 
 
+def _whole(
+    ids: ResponseIds,
+    kind: str,
+    choice: dict[str, Any],
+    done: Finished,
+    route: dict[str, Any] | None,
+) -> bytes:
+    """A whole (non-streamed) answer with its one choice."""
+    payload = _head(ids, kind)
+    payload["choices"] = [choice]
+    payload["usage"] = usage_of(done)
+    payload["timings"] = done.timings.as_dict()
+    payload["route"] = route
+    return to_json(payload)
+
+
 # -- chat -----------------------------------------------------------------------------------
 
 
@@ -139,19 +155,13 @@ def chat_completion(
     with_logprobs: bool,
     route: dict[str, Any] | None = None,
 ) -> bytes:
-    payload = _head(ids, "chat.completion")
-    payload["choices"] = [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": got.text},
-            "logprobs": chat_logprobs(got.logprobs) if with_logprobs else None,
-            "finish_reason": finish_reason(done),
-        }
-    ]
-    payload["usage"] = usage_of(done)
-    payload["timings"] = done.timings.as_dict()
-    payload["route"] = route
-    return to_json(payload)
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": got.text},
+        "logprobs": chat_logprobs(got.logprobs) if with_logprobs else None,
+        "finish_reason": finish_reason(done),
+    }
+    return _whole(ids, "chat.completion", choice, done, route)
 
 
 def chat_chunk(
@@ -219,19 +229,13 @@ def completion(
     with_logprobs: bool,
     route: dict[str, Any] | None = None,
 ) -> bytes:
-    payload = _head(ids, "text_completion")
-    payload["choices"] = [
-        {
-            "index": 0,
-            "text": echo + got.text,
-            "logprobs": completion_logprobs(got.logprobs, len(echo)) if with_logprobs else None,
-            "finish_reason": finish_reason(done),
-        }
-    ]
-    payload["usage"] = usage_of(done)
-    payload["timings"] = done.timings.as_dict()
-    payload["route"] = route
-    return to_json(payload)
+    choice = {
+        "index": 0,
+        "text": echo + got.text,
+        "logprobs": completion_logprobs(got.logprobs, len(echo)) if with_logprobs else None,
+        "finish_reason": finish_reason(done),
+    }
+    return _whole(ids, "text_completion", choice, done, route)
 
 
 def completion_chunk(

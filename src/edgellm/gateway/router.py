@@ -341,13 +341,13 @@ class Router:
             async with asyncio.timeout(timeout):
                 stream, echo = await replica.open(call)
                 if isinstance(stream, BufferedEvents):  # a whole answer, already parsed
-                    events, buffered = None, stream.events
-                    if not buffered:
+                    events, prefix = None, list(stream.events)
+                    if not prefix:
                         raise StopAsyncIteration
-                    first, rest = buffered[0], buffered[1:]
                 else:
-                    events, rest = stream.__aiter__(), []
-                    first = await events.__anext__()
+                    events = stream.__aiter__()
+                    prefix = [await events.__anext__()]
+                first = prefix[0]
             if isinstance(first, Failed):
                 err = first.error
                 raise err if isinstance(err, EdgeLLMError) else UpstreamError(str(err))
@@ -387,8 +387,7 @@ class Router:
         self.metrics.observe_ttft(model.name, time.perf_counter() - info.started)
         info.hop(model.name, replica.id, "ok", t0, first_event_ms=_ms(t0))
         info.model, info.tier, info.replica = model.name, model.tier, replica.id
-        replay = ReplayStream([first, *rest], events, stream, on_end)
-        return Routed(replay, model, replica, echo, info)
+        return Routed(ReplayStream(prefix, events, stream, on_end), model, replica, echo, info)
 
     def _fit_history(
         self, call: Call, model: RoutedModel, replica: Backend, info: RouteInfo
