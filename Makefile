@@ -11,6 +11,18 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
+# llama.cpp is compiled for this CPU (-march=native), which on Intel CPUs with AMX also compiles
+# its AMX-INT8 kernels, and those crash here (a general protection fault in ldtilecfg: their tile
+# configuration is half-initialised, llama.cpp PR #26954). So x86-64 builds leave AMX-INT8 out;
+# the engine and the reference tools get the same flags. Passed to uv as build settings (not
+# through CMAKE_ARGS), so they are part of uv's cache key: a wheel built with other flags is
+# not reused.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_DEFINES ?= CMAKE_C_FLAGS=-mno-amx-int8 CMAKE_CXX_FLAGS=-mno-amx-int8
+endif
+LLAMA_BUILD_SETTINGS := $(foreach d,$(LLAMA_DEFINES),--config-settings-package llama-cpp-python:cmake.define.$(d))
+LLAMA_CMAKE_ARGS := $(foreach d,$(LLAMA_DEFINES),-D$(d))
+
 HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
@@ -21,8 +33,8 @@ $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
 	$(BOOTSTRAP)/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --python $(PYTHON)
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock Makefile
+	$(UV) sync --frozen --python $(PYTHON) $(LLAMA_BUILD_SETTINGS) --reinstall-package llama-cpp-python
 	$(VENV)/bin/edgellm models prepare
 	touch $@
 
@@ -45,7 +57,8 @@ test: setup lint typecheck
 # vendored in the pinned llama-cpp-python sdist, into $(CACHE_DIR)/reference: the references
 # for benchmarks/ and for the optional reference tests.
 reference: $(UV)
-	CACHE_DIR=$(CACHE_DIR) UV=$(UV) bash scripts/build_reference.sh
+	CACHE_DIR=$(CACHE_DIR) UV=$(UV) CMAKE_ARGS="$(strip $(CMAKE_ARGS) $(LLAMA_CMAKE_ARGS))" \
+		bash scripts/build_reference.sh
 
 bench: setup
 	$(VENV)/bin/python benchmarks/engine.py
