@@ -269,6 +269,13 @@ class ApiKeyConfig(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
     requests_per_minute: float = Field(600.0, gt=0)
     burst: int = Field(20, ge=1)
+    tokens_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="prompt + completion tokens of chat and text completions per minute, "
+        "charged when an answer finishes (a key that has spent more waits until it is back "
+        "in credit); None: no token limit",
+    )
 
 
 class AuthConfig(BaseModel):

@@ -32,7 +32,7 @@ from edgellm.config import ServerConfig
 from edgellm.engine.engine import Engine
 from edgellm.engine.pool import EnginePool, PoolState
 from edgellm.errors import EdgeLLMError, InvalidRequestError
-from edgellm.gateway.auth import ApiKeyAuth
+from edgellm.gateway.auth import TOKEN_METER, ApiKeyAuth
 from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import Conversations
 from edgellm.gateway.router import Router
@@ -280,19 +280,24 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     async def chat(body: GenerationBody, request: Request) -> Response:
         assert isinstance(body, ChatCompletionRequest)
         call = make_call(body, request)
+        meter = request.scope.get(TOKEN_METER)
         cid = body.conversation_id
         if cid is None:
-            return await generation.chat_completions(body, request, router, call)
+            return await generation.chat_completions(body, request, router, call, on_usage=meter)
         call.history = conversations.merge(cid, call.messages or [])
 
         def remember(reply: str) -> None:
             conversations.record(cid, call.messages or [], reply)
 
-        return await generation.chat_completions(body, request, router, call, remember)
+        return await generation.chat_completions(
+            body, request, router, call, remember, on_usage=meter
+        )
 
     async def complete(body: GenerationBody, request: Request) -> Response:
         assert isinstance(body, CompletionRequest)
-        return await generation.completions(body, request, router, make_call(body, request))
+        call = make_call(body, request)
+        meter = request.scope.get(TOKEN_METER)
+        return await generation.completions(body, request, router, call, on_usage=meter)
 
     fast_routes: FastRoutes = {
         "/v1/chat/completions": (ChatCompletionRequest, chat),
@@ -302,7 +307,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     app.fast = _FastGeneration(
         app.stack, fast_routes, metrics=metrics, auth=auth, max_bytes=server.max_body_bytes
     )
-    app.add_middleware(ApiKeyAuth, config=router.config.auth, buckets=auth.buckets)
+    app.add_middleware(ApiKeyAuth, config=router.config.auth, shared=auth)
     app.add_middleware(_CountRequests, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=server.max_body_bytes)
 

@@ -207,7 +207,13 @@ class JsonAnswer(Response):
         ]
 
 
-OnFinish = Callable[[str], None]
+OnFinish = Callable[[str], None]  # the whole answer's text (a conversation records it)
+OnUsage = Callable[[int], None]  # the answer's prompt + completion tokens (a key's token limit)
+
+
+def _charge(on_usage: OnUsage | None, done: Finished) -> None:
+    if on_usage is not None:
+        on_usage(done.prompt_tokens + done.completion_tokens)
 
 
 # -- chat -----------------------------------------------------------------------------------
@@ -219,16 +225,19 @@ async def chat_completions(
     router: Router,
     call: Call,
     on_finish: OnFinish | None = None,
+    *,
+    on_usage: OnUsage | None = None,
 ) -> Response:
     if body.stream:
         routed = await route_watching(router, call, request)
         ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
         return StreamingResponse(
-            _chat_events(routed, ids, body, on_finish),
+            _chat_events(routed, ids, body, on_finish, on_usage),
             media_type="text/event-stream",
             headers=SSE_HEADERS | {ROUTE_HEADER: routed.info.header()},
         )
     routed, got, done = await whole_answer(router, call, request)
+    _charge(on_usage, done)
     if body.logprobs:
         got.logprobs = _top(got.logprobs, body.top_logprobs or 0)
     ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
@@ -244,6 +253,7 @@ async def _chat_events(
     ids: render.ResponseIds,
     body: ChatCompletionRequest,
     on_finish: OnFinish | None,
+    on_usage: OnUsage | None,
 ) -> AsyncIterator[bytes]:
     usage = body.include_usage
     stream = routed.stream
@@ -262,6 +272,7 @@ async def _chat_events(
                     include_usage=usage,
                 )
             elif isinstance(event, Finished):
+                _charge(on_usage, event)
                 route = routed.info.as_dict()
                 yield render.chat_chunk(
                     ids,
@@ -287,18 +298,24 @@ async def _chat_events(
 
 
 async def completions(
-    body: CompletionRequest, request: Request, router: Router, call: Call
+    body: CompletionRequest,
+    request: Request,
+    router: Router,
+    call: Call,
+    *,
+    on_usage: OnUsage | None = None,
 ) -> Response:
     with_logprobs = body.logprobs is not None
     if body.stream:
         routed = await route_watching(router, call, request)
         ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
         return StreamingResponse(
-            _completion_events(routed, ids, body),
+            _completion_events(routed, ids, body, on_usage),
             media_type="text/event-stream",
             headers=SSE_HEADERS | {ROUTE_HEADER: routed.info.header()},
         )
     routed, got, done = await whole_answer(router, call, request)
+    _charge(on_usage, done)
     if with_logprobs:
         got.logprobs = _top(got.logprobs, body.logprobs or 0)
     ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
@@ -309,7 +326,7 @@ async def completions(
 
 
 async def _completion_events(
-    routed: Routed, ids: render.ResponseIds, body: CompletionRequest
+    routed: Routed, ids: render.ResponseIds, body: CompletionRequest, on_usage: OnUsage | None
 ) -> AsyncIterator[bytes]:
     usage = body.include_usage
     with_logprobs = body.logprobs is not None
@@ -329,6 +346,7 @@ async def _completion_events(
                 offset += len(event.text)
                 yield render.completion_chunk(ids, event.text, logprobs=lps, include_usage=usage)
             elif isinstance(event, Finished):
+                _charge(on_usage, event)
                 route = routed.info.as_dict()
                 yield render.completion_chunk(
                     ids,

@@ -1,5 +1,10 @@
 """API keys (stored as SHA-256 hashes) and per-key token-bucket rate limits, as ASGI middleware.
 
+Two limits per key: requests per minute (a bucket that each request takes one from, with a burst)
+and, optionally, model tokens per minute. A request's model tokens are known only when its answer
+ends, so they are charged then (`TOKEN_METER` in the scope) and may take the bucket below zero;
+a key in debt is refused (429 with `Retry-After`) until the refill brings it back above zero.
+
 Keys never appear in logs or errors; only the key's configured name does.
 """
 
@@ -17,6 +22,7 @@ from edgellm.config import ApiKeyConfig, AuthConfig
 
 _OPEN_PATHS = {"/health", "/metrics"}
 ADMITTED = "edgellm.admitted"  # scope key: the request's key was already checked (and charged)
+TOKEN_METER = "edgellm.token_meter"  # scope key: charge(n) of the key's token bucket, if limited
 
 
 def hash_key(key: str) -> str:
@@ -34,26 +40,52 @@ class TokenBucket:
     def of(cls, key: ApiKeyConfig) -> TokenBucket:
         return cls(key.requests_per_minute / 60.0, key.burst, key.burst, time.monotonic())
 
-    def take(self, now: float | None = None) -> float:
-        """0 if a request may go now, else the seconds until it may."""
+    @classmethod
+    def per_minute(cls, amount: float) -> TokenBucket:
+        """A bucket of `amount` a minute that can hold a minute's worth."""
+        return cls(amount / 60.0, amount, amount, time.monotonic())
+
+    def _refill(self, now: float | None) -> None:
         now = time.monotonic() if now is None else now
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
+
+    def take(self, now: float | None = None) -> float:
+        """0 if a request may go now, else the seconds until it may."""
+        self._refill(now)
         if self.tokens >= 1:
             self.tokens -= 1
             return 0.0
         return (1 - self.tokens) / self.rate
 
+    def charge(self, amount: int, now: float | None = None) -> None:
+        """Take `amount` after the fact, going into debt if need be."""
+        self._refill(now)
+        self.tokens -= amount
+
+    def in_debt(self, now: float | None = None) -> float:
+        """0 if the bucket holds anything, else the seconds until it does again."""
+        self._refill(now)
+        return 0.0 if self.tokens > 0 else -self.tokens / self.rate
+
 
 class ApiKeyAuth:
-    def __init__(
-        self, app: ASGIApp, config: AuthConfig, buckets: dict[str, TokenBucket] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, config: AuthConfig, shared: ApiKeyAuth | None = None) -> None:
         self.app = app
         self.keys = {k.sha256: k for k in config.keys}
-        # shared with the fast path's checks: one bucket per key, whichever path a request takes
-        self.buckets = (
-            buckets if buckets is not None else {k.name: TokenBucket.of(k) for k in config.keys}
+        # `shared`: the fast path's checks, so that a key has one pair of buckets whichever path
+        # its requests take
+        self.buckets: dict[str, TokenBucket] = (
+            shared.buckets if shared else {k.name: TokenBucket.of(k) for k in config.keys}
+        )
+        self.token_buckets: dict[str, TokenBucket] = (
+            shared.token_buckets
+            if shared
+            else {
+                k.name: TokenBucket.per_minute(k.tokens_per_minute)
+                for k in config.keys
+                if k.tokens_per_minute is not None
+            }
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,6 +110,17 @@ class ApiKeyAuth:
         if cfg is None:
             await _reject(send, 401, "a valid API key is required", "invalid_api_key")
             return False
+        tokens = self.token_buckets.get(cfg.name)
+        if tokens is not None and (debt := tokens.in_debt()) > 0:
+            await _reject(
+                send,
+                429,
+                f"token rate limit of {cfg.tokens_per_minute:g} tokens/minute for key "
+                f"'{cfg.name}' exceeded",
+                "rate_limit_exceeded",
+                retry_after=debt,
+            )
+            return False
         wait = self.buckets[cfg.name].take()
         if wait > 0:
             await _reject(
@@ -91,6 +134,8 @@ class ApiKeyAuth:
             return False
         scope.setdefault("state", {})["api_key_name"] = cfg.name
         scope[ADMITTED] = True
+        if tokens is not None:
+            scope[TOKEN_METER] = tokens.charge
         return True
 
 

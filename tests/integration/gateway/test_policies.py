@@ -261,6 +261,37 @@ def test_api_keys_and_rate_limits(tiers: tuple[Fake, Fake, Fake]) -> None:
         gw.stop()
 
 
+def test_token_rate_limits_charge_every_kind_of_answer(tiers: tuple[Fake, Fake, Fake]) -> None:
+    """Each fake answer is 4 tokens (1 prompt + 3 completion). A key with 6 tokens a minute may
+    start two requests (6 → 2 → -2), then is refused until the refill repays its debt."""
+    text = {"model": "small", "prompt": "hi"}
+    cases = {  # key name: (path, body)
+        "chat": ("/v1/chat/completions", chat("hi")),
+        "chat-stream": ("/v1/chat/completions", chat("hi", stream=True)),
+        "text": ("/v1/completions", text),
+        "text-stream": ("/v1/completions", text | {"stream": True}),
+    }
+    auth = {
+        "keys": [
+            {"name": name, "sha256": hash_key(f"sk-{name}"), "tokens_per_minute": 6}
+            for name in cases
+        ]
+    }
+    gw = start_gateway(three_tiers(tiers, auth=auth))
+    try:
+        with gw.http() as http:
+            for name, (path, body) in cases.items():
+                headers = {"Authorization": f"Bearer sk-{name}"}
+                answers = [http.post(path, json=body, headers=headers) for _ in range(3)]
+                assert [r.status_code for r in answers] == [200, 200, 429], name
+                refused = answers[2]
+                assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+                assert "6 tokens/minute" in refused.json()["error"]["message"]
+                assert 1 <= int(refused.headers["retry-after"]) <= 60
+    finally:
+        gw.stop()
+
+
 def test_fast_path_and_the_fastapi_stack_share_keys_limits_and_counts(
     tiers: tuple[Fake, Fake, Fake],
 ) -> None:
