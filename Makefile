@@ -33,8 +33,14 @@ $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
 	$(BOOTSTRAP)/bin/pip install --quiet uv==$(UV_VERSION)
 
+# An existing .venv whose llama.cpp was built with other definitions gets it rebuilt (a reinstall
+# also refreshes uv's cache entry, so it is asked for only then).
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock Makefile
-	$(UV) sync --frozen --python $(PYTHON) $(LLAMA_BUILD_SETTINGS) --reinstall-package llama-cpp-python
+	@reinstall=; if [ -d $(VENV) ] && [ "$$(cat $(VENV)/.llama-defines 2>/dev/null)" != "$(LLAMA_DEFINES)" ]; then \
+		reinstall="--reinstall-package llama-cpp-python"; fi; \
+	echo $(UV) sync --frozen --python $(PYTHON) $(LLAMA_BUILD_SETTINGS) $$reinstall; \
+	$(UV) sync --frozen --python $(PYTHON) $(LLAMA_BUILD_SETTINGS) $$reinstall
+	echo "$(LLAMA_DEFINES)" > $(VENV)/.llama-defines
 	$(VENV)/bin/edgellm models prepare
 	touch $@
 
