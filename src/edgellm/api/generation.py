@@ -216,6 +216,31 @@ def _charge(on_usage: OnUsage | None, done: Finished) -> None:
         on_usage(done.prompt_tokens + done.completion_tokens)
 
 
+class _StreamMeter:
+    """Charges a stream's tokens once: the usage of its final event or, for a stream cut short
+    (the client left, the upstream broke), the tokens generated until then, so that leaving
+    just before the end does not dodge a token limit."""
+
+    __slots__ = ("generated", "on_usage")
+
+    def __init__(self, on_usage: OnUsage) -> None:
+        self.on_usage: OnUsage | None = on_usage
+        self.generated = 0
+
+    def delta(self, event: TextDelta) -> None:
+        # an upstream's deltas carry no token ids: one token each, or one per log-prob
+        self.generated += len(event.token_ids) or max(len(event.logprobs), 1)
+
+    def finished(self, done: Finished) -> None:
+        _charge(self.on_usage, done)
+        self.on_usage = None
+
+    def close(self) -> None:
+        if self.on_usage is not None and self.generated:
+            self.on_usage(self.generated)
+        self.on_usage = None
+
+
 # -- chat -----------------------------------------------------------------------------------
 
 
@@ -258,10 +283,13 @@ async def _chat_events(
     usage = body.include_usage
     stream = routed.stream
     text: list[str] = []
+    meter = _StreamMeter(on_usage) if on_usage is not None else None
     try:
         yield render.chat_chunk(ids, role="assistant", content="", include_usage=usage)
         async for event in stream:
             if isinstance(event, TextDelta):
+                if meter is not None:
+                    meter.delta(event)
                 text.append(event.text)
                 yield render.chat_chunk(
                     ids,
@@ -272,7 +300,8 @@ async def _chat_events(
                     include_usage=usage,
                 )
             elif isinstance(event, Finished):
-                _charge(on_usage, event)
+                if meter is not None:
+                    meter.finished(event)
                 route = routed.info.as_dict()
                 yield render.chat_chunk(
                     ids,
@@ -292,6 +321,8 @@ async def _chat_events(
         yield render.SSE_DONE
     finally:
         stream.cancel()
+        if meter is not None:
+            meter.close()
 
 
 # -- completions ----------------------------------------------------------------------------
@@ -333,11 +364,14 @@ async def _completion_events(
     echo = routed.echo
     offset = len(echo)
     stream = routed.stream
+    meter = _StreamMeter(on_usage) if on_usage is not None else None
     try:
         if echo:
             yield render.completion_chunk(ids, echo, include_usage=usage)
         async for event in stream:
             if isinstance(event, TextDelta):
+                if meter is not None:
+                    meter.delta(event)
                 lps = (
                     render.completion_logprobs(_top(event.logprobs, body.logprobs or 0), offset)
                     if with_logprobs
@@ -346,7 +380,8 @@ async def _completion_events(
                 offset += len(event.text)
                 yield render.completion_chunk(ids, event.text, logprobs=lps, include_usage=usage)
             elif isinstance(event, Finished):
-                _charge(on_usage, event)
+                if meter is not None:
+                    meter.finished(event)
                 route = routed.info.as_dict()
                 yield render.completion_chunk(
                     ids,
@@ -365,3 +400,5 @@ async def _completion_events(
         yield render.SSE_DONE
     finally:
         stream.cancel()
+        if meter is not None:
+            meter.close()

@@ -12,7 +12,13 @@ import pytest
 
 from edgellm.gateway.auth import hash_key
 from edgellm.gateway.training import PromptClassifier
-from tests.integration.gateway.harness import Fake, remote, start_fake, start_gateway
+from tests.integration.gateway.harness import (
+    Fake,
+    remote,
+    start_fake,
+    start_gateway,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -290,6 +296,34 @@ def test_token_rate_limits_charge_every_kind_of_answer(tiers: tuple[Fake, Fake, 
                 assert 1 <= int(refused.headers["retry-after"]) <= 60
     finally:
         gw.stop()
+
+
+def test_a_stream_cut_short_is_charged_what_it_generated() -> None:
+    """A client that leaves mid-stream pays for the tokens generated until then: a key of 6
+    tokens a minute that read 8 of 40 slow tokens is in debt afterwards."""
+    slow = start_fake(name="slow", reply=[f" t{i}" for i in range(40)], token_delay_s=0.05)
+    auth = {"keys": [{"name": "k", "sha256": hash_key("sk-k"), "tokens_per_minute": 6}]}
+    config = {"models": [], "remote_models": [remote("slow", [slow.base_url])], "auth": auth}
+    gw = start_gateway(config)
+    headers = {"Authorization": "Bearer sk-k"}
+    body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    try:
+        with gw.http() as http:
+            with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+                assert r.status_code == 200
+                tokens = 0
+                for line in r.iter_lines():
+                    tokens += '"content":" t' in line
+                    if tokens == 8:
+                        break  # leave, closing the connection
+            assert wait_until(lambda: slow.backend.cancelled == 1)
+        with gw.http() as http:
+            r = http.post("/v1/chat/completions", json=body | {"stream": False}, headers=headers)
+            assert r.status_code == 429
+            assert "tokens/minute" in r.json()["error"]["message"]
+    finally:
+        gw.stop()
+        slow.served.stop()
 
 
 def test_fast_path_and_the_fastapi_stack_share_keys_limits_and_counts(
