@@ -303,7 +303,8 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         "/v1/chat/completions": (ChatCompletionRequest, chat),
         "/v1/completions": (CompletionRequest, complete),
     }
-    auth = ApiKeyAuth(_unreachable, config=router.config.auth)  # its checks, for the fast path
+    # its checks, for the fast path
+    auth = ApiKeyAuth(_unreachable, config=router.config.auth, metrics=router.metrics)
     app.fast = _FastGeneration(
         app.stack, fast_routes, metrics=metrics, auth=auth, max_bytes=server.max_body_bytes
     )

@@ -13,16 +13,18 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgellm.api.errors import json_error_bytes
 from edgellm.config import ApiKeyConfig, AuthConfig
+from edgellm.gateway.metrics import GatewayMetrics
 
 _OPEN_PATHS = {"/health", "/metrics"}
 ADMITTED = "edgellm.admitted"  # scope key: the request's key was already checked (and charged)
-TOKEN_METER = "edgellm.token_meter"  # scope key: charge(n) of the key's token bucket, if limited
+TOKEN_METER = "edgellm.token_meter"  # scope key: charge(n) for the key's tokens (limit, metrics)
 
 
 def hash_key(key: str) -> str:
@@ -70,9 +72,16 @@ class TokenBucket:
 
 
 class ApiKeyAuth:
-    def __init__(self, app: ASGIApp, config: AuthConfig, shared: ApiKeyAuth | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: AuthConfig,
+        shared: ApiKeyAuth | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self.app = app
         self.keys = {k.sha256: k for k in config.keys}
+        self.metrics: GatewayMetrics | None = shared.metrics if shared else metrics
         # `shared`: the fast path's checks, so that a key has one pair of buckets whichever path
         # its requests take
         self.buckets: dict[str, TokenBucket] = (
@@ -87,6 +96,24 @@ class ApiKeyAuth:
                 if k.tokens_per_minute is not None
             }
         )
+        self.meters = {k.name: self._meter(k.name) for k in config.keys}
+
+    def _meter(self, key: str) -> Callable[[int], None]:
+        """What charging `n` tokens to `key` does: its token bucket, its usage counter."""
+        bucket = self.token_buckets.get(key)
+        metrics = self.metrics
+
+        def charge(n: int) -> None:
+            if bucket is not None:
+                bucket.charge(n)
+            if metrics is not None:
+                metrics.count_key_tokens(key, n)
+
+        return charge
+
+    def _refused(self, key: str, limit: str) -> None:
+        if self.metrics is not None:
+            self.metrics.key_refusals.labels(key, limit).inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -112,6 +139,7 @@ class ApiKeyAuth:
             return False
         tokens = self.token_buckets.get(cfg.name)
         if tokens is not None and (debt := tokens.in_debt()) > 0:
+            self._refused(cfg.name, "tokens")
             await _reject(
                 send,
                 429,
@@ -123,6 +151,7 @@ class ApiKeyAuth:
             return False
         wait = self.buckets[cfg.name].take()
         if wait > 0:
+            self._refused(cfg.name, "requests")
             await _reject(
                 send,
                 429,
@@ -134,8 +163,7 @@ class ApiKeyAuth:
             return False
         scope.setdefault("state", {})["api_key_name"] = cfg.name
         scope[ADMITTED] = True
-        if tokens is not None:
-            scope[TOKEN_METER] = tokens.charge
+        scope[TOKEN_METER] = self.meters[cfg.name]
         return True
 
 

@@ -58,6 +58,18 @@ class GatewayMetrics:
             buckets=_OVERHEAD_BUCKETS,
             registry=r,
         )
+        self.key_tokens = Counter(
+            "edgellm_gateway_key_tokens",
+            "Prompt + completion tokens of the answers per API key (when keys are configured)",
+            ["key"],
+            registry=r,
+        )
+        self.key_refusals = Counter(
+            "edgellm_gateway_key_refusals",
+            "Requests refused (429) per API key and the limit that refused them",
+            ["key", "limit"],
+            registry=r,
+        )
         self.ttft = Histogram(
             "edgellm_gateway_time_to_first_token_seconds",
             "Arrival at the gateway to the first token, through every hop",
@@ -95,6 +107,9 @@ class GatewayMetrics:
                 child.observe(value)
             else:
                 child.inc(value)
+
+    def count_key_tokens(self, key: str, tokens: int) -> None:
+        self._later(self.key_tokens, (key,), float(tokens))
 
     def count_attempt(self, model: str, backend: str, outcome: str) -> None:
         self._later(self.requests, (model, backend, outcome), 1.0)

@@ -263,6 +263,9 @@ def test_api_keys_and_rate_limits(tiers: tuple[Fake, Fake, Fake]) -> None:
             r = http.post("/v1/chat/completions", json=chat("hi"), headers=good)
             assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
             assert key not in r.text
+            metrics = http.get("/metrics").text
+        assert 'edgellm_gateway_key_refusals_total{key="team",limit="requests"} 2.0' in metrics
+        assert 'edgellm_gateway_key_tokens_total{key="team"}' in metrics
     finally:
         gw.stop()
 
@@ -294,6 +297,11 @@ def test_token_rate_limits_charge_every_kind_of_answer(tiers: tuple[Fake, Fake, 
                 assert refused.json()["error"]["code"] == "rate_limit_exceeded"
                 assert "6 tokens/minute" in refused.json()["error"]["message"]
                 assert 1 <= int(refused.headers["retry-after"]) <= 60
+            metrics = http.get("/metrics").text
+        for name in cases:  # two answers of 4 tokens, one refusal, for each key
+            assert f'edgellm_gateway_key_tokens_total{{key="{name}"}} 8.0' in metrics
+            refusals = f'edgellm_gateway_key_refusals_total{{key="{name}",limit="tokens"}} 1.0'
+            assert refusals in metrics
     finally:
         gw.stop()
 
