@@ -13,6 +13,7 @@ import pytest
 from edgellm.config import EngineConfig
 from edgellm.engine.batching import BatchScheduler
 from edgellm.engine.engine import Engine
+from edgellm.engine.jobs import common_prefix_len
 from edgellm.engine.types import Failed, Finished, GenerationRequest, SamplingParams, TextDelta
 from tests.integration.servers import RunningServer, smollm2_config, start_server
 
@@ -96,15 +97,6 @@ def test_concurrent_streams_share_batches(engines: tuple[Engine, Engine]) -> Non
     assert tokens / steps > 1.5
 
 
-def _shared_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def test_conversations_keep_their_prefix_across_slots(engines: tuple[Engine, Engine]) -> None:
     _, batched = engines
     histories = [[{"role": "user", "content": q}] for q in QUESTIONS]
@@ -119,7 +111,9 @@ def test_conversations_keep_their_prefix_across_slots(engines: tuple[Engine, Eng
             second_prompts.append(prompt)
             # The slot holds the first prompt and the answer, its last token decoded or not (a
             # generation that stops at max_tokens may end before feeding it back).
-            expected.append({len(prompt) - _shared_prefix(p + ids[:k], prompt) for k in (-1, 16)})
+            expected.append(
+                {len(prompt) - common_prefix_len(p + ids[:k], prompt) for k in (-1, 16)}
+            )
         seconds = await asyncio.gather(*(generate_ids(batched, p, 8) for p in second_prompts))
         for (_, _, first), (_, _, second) in zip(firsts, seconds, strict=True):
             assert second.timings.cache_n >= first.prompt_tokens

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgellm.data import read_jsonl
+from edgellm.engine.jobs import common_prefix_len
 from edgellm.evals.scorers import Scored, Tokenizer
 
 
@@ -59,15 +60,6 @@ def _argmax(values: Sequence[float]) -> int:
 # --- WinoGrande ----------------------------------------------------------------------------
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    common = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        common += 1
-    return common
-
-
 def split_blank(sentence: str) -> tuple[str, str]:
     where = sentence.index("_")
     return sentence[:where], sentence[where + 1 :]
@@ -83,7 +75,7 @@ def llamacpp_span(
     the part after the option is scored ("partial scoring"); otherwise everything after the
     common prefix. The last token (usually the full stop) is left out when more than one remains.
     """
-    common = _common_prefix(*seqs)
+    common = common_prefix_len(*seqs)
     skip_choice = all(len(s) - common > min_trailing for s in seqs)
     spans = []
     for seq, base in zip(seqs, bases, strict=True):
