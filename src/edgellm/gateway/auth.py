@@ -66,9 +66,9 @@ class TokenBucket:
         self.tokens -= amount
 
     def in_debt(self, now: float | None = None) -> float:
-        """0 if the bucket holds anything, else the seconds until it does again."""
+        """0 unless the bucket is below zero, else the seconds until it is back to zero."""
         self._refill(now)
-        return 0.0 if self.tokens > 0 else -self.tokens / self.rate
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 class ApiKeyAuth:
@@ -96,7 +96,9 @@ class ApiKeyAuth:
                 if k.tokens_per_minute is not None
             }
         )
-        self.meters = {k.name: self._meter(k.name) for k in config.keys}
+        self.meters: dict[str, Callable[[int], None]] = (
+            shared.meters if shared else {k.name: self._meter(k.name) for k in config.keys}
+        )
 
     def _meter(self, key: str) -> Callable[[int], None]:
         """What charging `n` tokens to `key` does: its token bucket, its usage counter."""
