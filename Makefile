@@ -36,10 +36,10 @@ $(UV):
 # An existing .venv whose llama.cpp was built with other definitions gets it rebuilt (a reinstall
 # also refreshes uv's cache entry, so it is asked for only then).
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock Makefile
-	@reinstall=; if [ -d $(VENV) ] && [ "$$(cat $(VENV)/.llama-defines 2>/dev/null)" != "$(LLAMA_DEFINES)" ]; then \
-		reinstall="--reinstall-package llama-cpp-python"; fi; \
-	echo $(UV) sync --frozen --python $(PYTHON) $(LLAMA_BUILD_SETTINGS) $$reinstall; \
-	$(UV) sync --frozen --python $(PYTHON) $(LLAMA_BUILD_SETTINGS) $$reinstall
+	@sync="$(UV) sync --frozen --python $(PYTHON) $(LLAMA_BUILD_SETTINGS)"; \
+	if [ -d $(VENV) ] && [ "$$(cat $(VENV)/.llama-defines 2>/dev/null)" != "$(LLAMA_DEFINES)" ]; then \
+		sync="$$sync --reinstall-package llama-cpp-python"; fi; \
+	echo "$$sync"; $$sync
 	echo "$(LLAMA_DEFINES)" > $(VENV)/.llama-defines
 	$(VENV)/bin/edgellm models prepare
 	touch $@
