@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 1024  # entries; each is a token id the engine checks against its vocabulary
+INT32_MAX = 2**31 - 1  # llama.cpp's sampler parameters are int32
 
 
 class _Request(BaseModel):
@@ -40,8 +42,13 @@ class _SamplingFields(_Request):
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = None
+    logit_bias: dict[str, float] | None = Field(
+        None,
+        max_length=MAX_LOGIT_BIAS,
+        description="token id (as a string) → bias in [-100, 100] added to its logit",
+    )
     # llama.cpp sampling extensions
-    top_k: int = Field(0, ge=0)
+    top_k: int = Field(0, ge=0, le=INT32_MAX)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     ignore_eos: bool = False
 
@@ -54,6 +61,20 @@ class _SamplingFields(_Request):
             if any(not s for s in v):
                 raise ValueError("stop sequences must not be empty")
         return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (v or {}).items():
+            # isdecimal alone admits "٣"; ten digits hold any int32 token id
+            if not (key.isascii() and key.isdecimal() and len(key) <= 10):
+                raise ValueError(f"keys must be token ids, got {key[:40]!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"bias of token {key} must be in [-100, 100], got {bias}")
+        return v
+
+    def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(k), b) for k, b in (self.logit_bias or {}).items())
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None or self.stop == "":

@@ -109,9 +109,7 @@ class Engine:
             tokens = self._model.tokenize(prompt, add_special=True, parse_special=True)
         else:
             tokens = [int(t) for t in prompt]
-            bad = [t for t in tokens if not 0 <= t < self._model.n_vocab]
-            if bad:
-                raise InvalidRequestError(f"token ids out of range: {bad[:5]}", param="prompt")
+            self.check_token_ids(tokens, param="prompt")
         if not tokens:
             raise InvalidRequestError("the prompt is empty", param="prompt")
         return tokens
@@ -120,7 +118,20 @@ class Engine:
         return self._model.tokenize(text, add_special=add_special, parse_special=add_special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._model.detokenize(list(tokens))
+        ids = list(tokens)
+        self.check_token_ids(ids, param="tokens")
+        return self._model.detokenize(ids)
+
+    def check_token_ids(self, tokens: Sequence[int], *, param: str) -> None:
+        """Token ids from a request must be in the vocabulary: llama.cpp looks them up with
+        `std::vector::at`, and the exception it throws aborts the process."""
+        n_vocab = self._model.n_vocab
+        bad = [t for t in tokens if not 0 <= t < n_vocab]
+        if bad:
+            raise InvalidRequestError(
+                f"token ids out of range (the vocabulary has ids 0..{n_vocab - 1}): {bad[:5]}",
+                param=param,
+            )
 
     def resolve_max_tokens(self, n_prompt: int, requested: int | None) -> int:
         """The generation cap for a prompt, or a clear 400 naming the token counts."""
@@ -151,7 +162,22 @@ class Engine:
         self._listeners.append(listener)
 
     def submit(self, request: GenerationRequest) -> GenerationStream:
-        """Queue a generation now (OverloadedError if the queue is full) and return its stream."""
+        """Queue a generation now (OverloadedError if the queue is full) and return its stream.
+
+        Every value that reaches llama.cpp is checked here, whoever built the request: an
+        invalid one is a 400 naming it, never a C++ exception on the worker thread."""
+        self.check_token_ids(request.prompt_tokens, param="prompt")
+        if not request.prompt_tokens:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
+        if len(request.prompt_tokens) > self._model.n_ctx:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {self._model.n_ctx} tokens, but the "
+                f"prompt has {len(request.prompt_tokens)} tokens.",
+                param="messages",
+            )
+        bias = request.sampling.logit_bias
+        if bias:
+            self.check_token_ids([t for t, _ in bias], param="logit_bias")
         return GenerationStream(self._scheduler, request, self._notify)
 
     def _notify(self, done: Finished) -> None:

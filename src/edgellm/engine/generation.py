@@ -35,7 +35,12 @@ class ActiveGeneration:
         s = req.sampling
         seed = s.seed if s.seed is not None else random.getrandbits(32)
         self.sampler = model.new_sampler(
-            temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, seed=seed
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
+            seed=seed,
+            logit_bias=s.logit_bias,
         )
         self.stream = TextStream(stop=req.stop)
         self.n_gen = 0

@@ -28,6 +28,9 @@ class SamplingParams:
     top_k: int = 0
     min_p: float = 0.0
     seed: int | None = None
+    # (token id, bias added to its logit) pairs; ids are checked against the vocabulary by the
+    # engine before a job is queued (llama.cpp indexes its arrays with them unchecked)
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     @property
     def greedy(self) -> bool:

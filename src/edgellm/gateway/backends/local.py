@@ -48,6 +48,7 @@ class LocalBackend:
                 top_k=body.top_k,
                 min_p=body.min_p,
                 seed=body.seed if body.seed is not None else engine.config.seed,
+                logit_bias=body.logit_bias_pairs(),
             ),
             stop=body.stop_sequences(),
             logprobs=want,
