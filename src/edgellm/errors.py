@@ -33,6 +33,12 @@ class ModelNotFoundError(EdgeLLMError):
     code = "model_not_found"
     param = "model"
 
+    @classmethod
+    def unknown(cls, name: str, available: list[str]) -> ModelNotFoundError:
+        """The 404 for a name no model answers to (the client's name shortened: it is echoed)."""
+        shown = name if len(name) <= 100 else name[:100] + "..."
+        return cls(f"The model '{shown}' does not exist. Available: {', '.join(available)}")
+
 
 class ModelUnavailableError(EdgeLLMError):
     """A model reference that is valid but cannot be obtained here (offline hub, bad checksum)."""

@@ -141,9 +141,13 @@ def test_node_with_a_missing_model_fails_health_clearly() -> None:
                 time.sleep(0.1)
         assert r.status_code == 503
         assert body["status"] == "failed"
-        assert "/nonexistent/model.gguf" in str(body["error"])
+        # the operator reads the reason in the log; clients never see server paths
+        assert "loading failed" in str(body["error"])
+        assert "/nonexistent" not in r.text
     finally:
         stop(proc)
+    assert proc.stdout is not None
+    assert b"/nonexistent/model.gguf" in proc.stdout.read()
 
 
 def test_chat_once_streams_and_reports_speed(serve_process: str) -> None:

@@ -239,3 +239,65 @@ def test_metrics_parse_and_count(smol_server: RunningServer, smol_client: openai
         if s.name.endswith("_count")
     ]
     assert ttft_count and ttft_count[0] >= 1
+
+
+def _series(server: RunningServer) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    with server.http() as http:
+        text = http.get("/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_random_model_names_add_no_time_series(smol_server: RunningServer) -> None:
+    bodies = [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/completions", {"prompt": "hi"}),
+        ("/v1/loglikelihood", {"items": [{"context": "a", "continuation": "b"}]}),
+        ("/tokenize", {"content": "hi"}),
+    ]
+    with smol_server.http() as http:
+
+        def send(n: int) -> None:
+            for path, body in bodies:
+                r = http.post(path, json=body | {"model": f"no-such-model-{n}-{path}"})
+                assert r.status_code == 404
+
+        send(0)  # the first unknown name may add the `unknown` series
+        before = _series(smol_server)
+        for n in range(1, 60):
+            send(n)
+    after = _series(smol_server)
+    assert after == before
+    names = {dict(labels).get("model") for _, labels in after}
+    assert "unknown" in names
+    assert not any(str(n).startswith("no-such-model") for n in names)
+
+
+def test_model_cards_show_no_server_paths(smol_client: openai.OpenAI) -> None:
+    meta = smol_client.models.list().data[0].model_extra["meta"]  # type: ignore[index]
+    assert meta["file"].endswith(".gguf") and "/" not in meta["file"]
+    assert not any("/" in str(v) for v in meta.values() if isinstance(v, str))
+
+
+def test_logit_bias_steers_greedy_and_sampled_decoding(smol_server: RunningServer) -> None:
+    with smol_server.http() as http:
+        (banana,) = http.post("/tokenize", json={"content": " banana"}).json()["tokens"]
+        prompt = {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 3}
+
+        def tokens(**extra: object) -> list[int]:
+            r = http.post("/v1/completions", json=prompt | extra)
+            assert r.status_code == 200, r.text
+            text = r.json()["choices"][0]["text"]
+            return list(http.post("/tokenize", json={"content": text}).json()["tokens"])
+
+        plain = tokens(temperature=0)
+        assert plain and plain[0] != banana
+        assert tokens(temperature=0, logit_bias={str(banana): 100}) == [banana] * 3
+        # -100 bans the greedy choice: another token comes first
+        assert tokens(temperature=0, logit_bias={str(plain[0]): -100})[0] != plain[0]
+        sampled = tokens(temperature=1.0, seed=7, logit_bias={str(banana): 100})
+        assert sampled == [banana] * 3
+        assert tokens(temperature=1.0, seed=7) != sampled

@@ -256,7 +256,10 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     server = server or ServerConfig()
     router = Router.from_pool(target) if isinstance(target, EnginePool) else target
     pool = router.pool
-    metrics = Metrics(pool.queue_state if pool is not None else list)
+    metrics = Metrics(
+        pool.queue_state if pool is not None else list,
+        model_names=[*router.names, *router.policies, "auto"],
+    )
     if pool is not None:
         pool.add_finish_listener(metrics.observe_finished)
     conversations = Conversations(router.settings.conversations)
@@ -423,7 +426,8 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
                         "n_ctx_train": info.n_ctx_train,
                         "n_vocab": info.n_vocab,
                         "n_threads": info.n_threads,
-                        "path": str(info.path),
+                        # the file's name, not where it lives on the server
+                        "file": info.path.name,
                     }
                 except Exception:
                     meta["state"] = pool.state.value
@@ -438,8 +442,8 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         if pool is None or pool.state is PoolState.READY:
             return JSONResponse({"status": "ok", "models": list(router.models)})
         body: dict[str, object] = {"status": pool.state.value}
-        if pool.error:
-            body["error"] = pool.error
+        if pool.error:  # the reason (with file paths) is in the server log, for operators only
+            body["error"] = "model loading failed; the server log says why"
         return JSONResponse(body, status_code=503)
 
     @app.get("/v1/router")

@@ -69,8 +69,20 @@ class _ProcessCollector(Collector):
         yield from (cpu, rss, depth, running, slots, batch, steps, batched, hits, restores)
 
 
+UNKNOWN_MODEL = "unknown"  # the `model` label of every request naming no served model
+
+
 class Metrics:
-    def __init__(self, queue_state: Callable[[], Iterable[EngineLoad]]) -> None:
+    def __init__(
+        self,
+        queue_state: Callable[[], Iterable[EngineLoad]],
+        model_names: Iterable[str] = (),
+    ) -> None:
+        """`model_names`: the names a request may use for a served model (names, aliases,
+        policies); any other name a client sends is counted as `unknown`, so the label set
+        stays bounded whatever clients send."""
+        self._model_labels = {name: name for name in model_names}
+        self._model_labels[""] = ""  # endpoints without a model (/health, /v1/models)
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -154,10 +166,10 @@ class Metrics:
             self.decode_rate.labels(model).observe(timings.predicted_per_second)
 
     def count(self, endpoint: str, model: str, status: int) -> None:
-        key = (endpoint, model, status)
+        key = (endpoint, self._model_labels.get(model, UNKNOWN_MODEL), status)
         child = self._request_counters.get(key)
         if child is None:  # labels() takes a lock on every call: look each child up once
-            child = self._request_counters[key] = self.requests.labels(endpoint, model, str(status))
+            child = self._request_counters[key] = self.requests.labels(key[0], key[1], str(status))
         child.inc()
 
     def render(self) -> bytes:

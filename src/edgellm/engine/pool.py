@@ -89,6 +89,7 @@ class EnginePool:
                 )
             self.state = PoolState.READY
         except EdgeLLMError as exc:
+            log.error("model loading failed: %s", exc.message)
             self.error = exc.message
             self.state = PoolState.FAILED
         except Exception as exc:
@@ -115,13 +116,11 @@ class EnginePool:
     def get(self, name: str) -> Engine:
         canonical = self._names.get(name)
         if canonical is None:
-            raise ModelNotFoundError(
-                f"The model '{name}' does not exist. Available: {', '.join(self.model_names)}"
-            )
+            raise ModelNotFoundError.unknown(name, list(self._names))
         engine = self._engines.get(canonical)
         if engine is None:
             if self.state is PoolState.FAILED:
-                raise NotReadyError(f"model loading failed: {self.error}")
+                raise NotReadyError("model loading failed; the server log says why")
             raise NotReadyError(f"model '{canonical}' is still loading")
         return engine
 

@@ -238,8 +238,8 @@ class Router:
             return await policy.route(call, info)
         canonical = self.names.get(name)
         if canonical is None:
-            known = ", ".join([*self.models, *self.policies, "auto"])
-            raise ModelNotFoundError(f"The model '{name}' does not exist. Available: {known}")
+            known = list(dict.fromkeys([*self.names, *self.policies, "auto"]))
+            raise ModelNotFoundError.unknown(name, known)
         return await self.execute(call, [self.models[canonical]], RouteInfo())
 
     def remote_model(self, name: str) -> RoutedModel | None:
