@@ -95,6 +95,21 @@ HOSTILE = [
         400,
         "logit_bias",
     ),
+    # texts that cannot fit the 512-token window are refused before the tokenizer sees them
+    ("/tokenize", {"content": " " * 3_000_000}, 400, "content"),
+    ("/v1/completions", {"model": MODEL, "prompt": "a" * 3_000_000}, 400, "prompt"),
+    (
+        "/v1/chat/completions",
+        CHAT | {"messages": [{"role": "user", "content": "\n" * 1_500_000}]},
+        400,
+        "messages",
+    ),
+    (
+        "/v1/loglikelihood",
+        {"model": MODEL, "items": [{"context": "x " * 1_000_000, "continuation": "y"}]},
+        400,
+        "items",
+    ),
     ("/v1/chat/completions", CHAT | {"top_k": 2**40}, 422, "top_k"),
     ("/v1/chat/completions", CHAT | {"top_logprobs": 21, "logprobs": True}, 422, "top_logprobs"),
     (

@@ -29,7 +29,7 @@ from edgellm.api.schemas import (
     TokenizeRequest,
 )
 from edgellm.config import ServerConfig
-from edgellm.engine.engine import Engine
+from edgellm.engine.engine import Engine, off_loop
 from edgellm.engine.pool import EnginePool, PoolState
 from edgellm.errors import EdgeLLMError, InvalidRequestError
 from edgellm.gateway.auth import TOKEN_METER, ApiKeyAuth
@@ -394,7 +394,9 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         if remote is not None:
             return remote
         engine = default_engine(request, body.model)
-        return {"tokens": engine.tokenize(body.content, add_special=body.add_special)}
+        content, special = body.content, body.add_special
+        tokens = await off_loop(len(content), lambda: engine.tokenize(content, add_special=special))
+        return {"tokens": tokens}
 
     @app.post("/detokenize", response_model=None)
     async def detokenize(

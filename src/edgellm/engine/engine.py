@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgellm.config import EngineConfig
 from edgellm.engine.batching import BatchScheduler
@@ -36,6 +36,20 @@ from edgellm.errors import ContextLengthExceededError, InvalidRequestError
 log = logging.getLogger(__name__)
 
 FinishListener = Callable[[str, Finished], None]
+
+# Texts longer than this many characters are tokenized on a worker thread (llama.cpp's
+# tokenizer releases the GIL), so one long prompt does not stall every other request on the
+# event loop; shorter ones take under a few milliseconds and are tokenized in place.
+OFF_LOOP_CHARS = 4096
+
+T = TypeVar("T")
+
+
+async def off_loop(n_chars: int, fn: Callable[[], T]) -> T:
+    """`fn()`, on a worker thread if it handles more than OFF_LOOP_CHARS characters of text."""
+    if n_chars <= OFF_LOOP_CHARS:
+        return fn()
+    return await asyncio.to_thread(fn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +110,24 @@ class Engine:
     # -- prompts ----------------------------------------------------------------------------
 
     def chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        text = self._render_chat(messages)
+        self._check_text_fits(text, param="messages")
+        return self._chat_tokens(text)
+
+    def count_chat_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        """The prompt length of `messages`; for a text too long to fit the window, a lower
+        bound that is still over the window (what trimming a history needs to know)."""
+        text = self._render_chat(messages)
+        if self._too_long(text):
+            return len(text.encode()) // self._model.max_piece_bytes
+        return len(self._chat_tokens(text))
+
+    def _render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
         if not messages:
             raise InvalidRequestError("messages must not be empty", param="messages")
-        text = self._template.render(messages, add_generation_prompt=True)
+        return self._template.render(messages, add_generation_prompt=True)
+
+    def _chat_tokens(self, text: str) -> list[int]:
         tokens = self._model.tokenize(text, add_special=False, parse_special=True)
         if self._model.add_bos and (not tokens or tokens[0] != self._model.bos_id):
             tokens.insert(0, self._model.bos_id)
@@ -106,6 +135,7 @@ class Engine:
 
     def text_prompt(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
+            self._check_text_fits(prompt, param="prompt")
             tokens = self._model.tokenize(prompt, add_special=True, parse_special=True)
         else:
             tokens = [int(t) for t in prompt]
@@ -115,7 +145,25 @@ class Engine:
         return tokens
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        self._check_text_fits(text, param="content")
         return self._model.tokenize(text, add_special=add_special, parse_special=add_special)
+
+    def _too_long(self, text: str) -> bool:
+        # Tokenizing costs up to ~9 us a byte (Gemma's tokenizer on 1 MB of spaces, and worse
+        # than linear beyond: 36 s for 4 MB), so a text that cannot fit is refused unread.
+        n_ctx = self._model.n_ctx
+        if 4 * len(text) <= n_ctx:  # at most n_ctx bytes of UTF-8: it may fit
+            return False
+        return len(text.encode()) > n_ctx * self._model.max_piece_bytes
+
+    def _check_text_fits(self, text: str, *, param: str) -> None:
+        if self._too_long(text):
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {self._model.n_ctx} tokens, and a "
+                f"text of {len(text.encode())} bytes cannot fit in it (no token of this model "
+                f"stands for more than {self._model.max_piece_bytes} bytes).",
+                param=param,
+            )
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         ids = list(tokens)
@@ -189,7 +237,12 @@ class Engine:
 
     async def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[LoglikelihoodResult]:
         """Score each (context, continuation) pair of texts."""
-        requests = [self.loglikelihood_request(c, x) for c, x in pairs]
+
+        def tokenize_all() -> list[LoglikelihoodRequest]:
+            return [self.loglikelihood_request(c, x) for c, x in pairs]
+
+        size = sum(len(c) + len(x) for c, x in pairs)
+        requests = await off_loop(size, tokenize_all)
         future = self._scheduler.submit_loglikelihood(requests)
         return await asyncio.wrap_future(future)
 
@@ -197,6 +250,7 @@ class Engine:
         """Tokenize as lm-eval does: the continuation's tokens are those the whole text adds."""
         if not continuation:
             raise InvalidRequestError("continuation must not be empty", param="continuation")
+        self._check_text_fits(context + continuation, param="items")
         ctx = self._model.tokenize(context, add_special=True, parse_special=False)
         whole = self._model.tokenize(context + continuation, add_special=True, parse_special=False)
         if whole[: len(ctx)] == ctx and len(whole) > len(ctx):

@@ -163,6 +163,8 @@ class LlamaModel:
         self.bos_id = int(llama_cpp.llama_vocab_bos(self._vocab))
         self.eos_id = int(llama_cpp.llama_vocab_eos(self._vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        # no text longer than n_ctx times this can fit in the context window
+        self.max_piece_bytes = self._max_piece_bytes()
 
     # -- metadata ---------------------------------------------------------------------------
 
@@ -211,6 +213,14 @@ class LlamaModel:
                 piece = self._piece_buf.raw[:n]
             self._pieces[token] = piece
         return piece
+
+    def _max_piece_bytes(self) -> int:
+        """The longest text one token stands for (a scan of the vocabulary: 0.1 s for 49k
+        tokens, 0.6 s for 262k on a 2-vCPU VM)."""
+        buf = ctypes.create_string_buffer(1024)
+        to_piece, vocab = llama_cpp.llama_token_to_piece, self._vocab
+        longest = max(to_piece(vocab, t, buf, len(buf), 0, False) for t in range(self.n_vocab))
+        return max(1, int(longest))
 
     def special_text(self, token: int) -> str:
         """How a control token (BOS, EOS) is spelled, for chat templates that print it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgellm.api.schemas import ChatCompletionRequest, CompletionRequest
+from edgellm.engine.engine import off_loop
 from edgellm.engine.pool import EnginePool, PoolState
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.gateway.backends.base import EventStream
@@ -27,12 +28,15 @@ class LocalBackend:
         body = call.body
         echo = ""
         if isinstance(body, ChatCompletionRequest):
-            prompt = engine.chat_prompt(call.messages or [])
+            messages = call.messages or []
+            size = sum(len(str(m.get("content") or "")) for m in messages)
+            prompt = await off_loop(size, lambda: engine.chat_prompt(messages))
             max_tokens = engine.resolve_max_tokens(len(prompt), body.token_cap())
             want, top = body.logprobs, (body.top_logprobs or 0) if body.logprobs else 0
         else:
             assert isinstance(body, CompletionRequest)
-            prompt = engine.text_prompt(body.prompt)
+            text = body.prompt
+            prompt = await off_loop(len(text), lambda: engine.text_prompt(text))
             max_tokens = engine.resolve_max_tokens(len(prompt), body.max_tokens)
             want, top = body.logprobs is not None, body.logprobs or 0
             if body.echo:
@@ -70,4 +74,4 @@ class LocalBackend:
             return None
 
     def count_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return len(self.pool.get(self.model).chat_prompt(messages))
+        return self.pool.get(self.model).count_chat_tokens(messages)
