@@ -45,10 +45,13 @@ def test_adds_the_delay_in_both_directions(echo_port: int) -> None:
     proxy = DelayProxy("127.0.0.1", echo_port, LinkImpairment(delay_ms=30)).start()
     try:
         direct = min(_round_trip_ms(echo_port) for _ in range(3))
-        shaped = sorted(_round_trip_ms(proxy.port) for _ in range(5))[2]
+        shaped = sorted(_round_trip_ms(proxy.port) for _ in range(5))
     finally:
         proxy.stop()
-    assert 60 <= shaped - direct < 60 + 150  # upper margin: a loaded shared machine
+    # every shaped round trip waits 30 ms each way, whatever the load; the direct one may be
+    # slowed by load too, so the floor is on the shaped time itself
+    assert shaped[0] >= 60
+    assert shaped[2] - direct < 60 + 150  # upper margin: a loaded shared machine
 
 
 def test_jitter_never_reorders_bytes(echo_port: int) -> None:
