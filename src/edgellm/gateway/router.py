@@ -41,7 +41,7 @@ from edgellm.gateway.backends.http import HttpBackend
 from edgellm.gateway.backends.local import LocalBackend
 from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import trim
-from edgellm.gateway.errors import NoBackendError, UpstreamError
+from edgellm.gateway.errors import NoBackendError, UpstreamError, detail, outcome_of
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
 from edgellm.gateway.route import RouteInfo
@@ -77,6 +77,12 @@ class RoutedModel:
         rotated = self.replicas[start:] + self.replicas[:start]
         now = time.monotonic()
         return sorted(rotated, key=lambda r: (not r.state.available(now), r.state.outstanding))
+
+    def reachable(self, now: float | None = None) -> bool:
+        """Whether any replica may be tried now: not every one has an open circuit or fails its
+        health checks (a model with no replica, e.g. an unresolved DNS name, is unreachable)."""
+        now = time.monotonic() if now is None else now
+        return any(r.state.available(now) for r in self.replicas)
 
     def window(self) -> int | None:
         if self.context_length is not None:
@@ -266,15 +272,18 @@ class Router:
                 )
             except httpx.HTTPError as exc:
                 replica.state.record_failure(_short(exc))
-                last = f"{replica.id}: {type(exc).__name__}"
+                last = type(exc).__name__
+                log.warning("%s %s: %s", replica.id, path, detail(exc))
                 continue
             if r.status_code >= 500:
-                last = f"{replica.id} answered {r.status_code}"
+                last = f"answered {r.status_code}"
+                log.warning("%s %s answered %d", replica.id, path, r.status_code)
                 continue
             try:
                 return r.status_code, r.json()
             except ValueError:
-                last = f"{replica.id}: not JSON"
+                last = "not JSON"
+                log.warning("%s %s: the answer is not JSON", replica.id, path)
         raise NoBackendError(f"no replica of {model.name} answered {path}: {last}")
 
     async def execute(
@@ -299,11 +308,7 @@ class Router:
             if not available:
                 # Every replica failed its health checks or has an open circuit (a partitioned
                 # cloud link, say): answer 503 now rather than wait out connect timeouts.
-                down = "; ".join(
-                    f"{r.id}: {r.state.last_error or 'circuit open'}" for _, r in targets
-                )
-                names = ", ".join(m.name for m in models)
-                raise NoBackendError(f"every replica of {names} is down ({down})")
+                raise down_error(models)
             targets = available
             for model, replica in targets:
                 try:
@@ -357,21 +362,26 @@ class Router:
                 stream.cancel()
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            failure: EdgeLLMError
             if isinstance(exc, TimeoutError | StopAsyncIteration):
-                exc = UpstreamError(
-                    f"{replica.id}: no first token within {timeout} s"
+                failure = UpstreamError(
+                    f"no first token within {timeout} s"
                     if timeout == replica.first_token_timeout_s
-                    else f"{replica.id}: request timed out (no answer within {timeout} s)",
+                    else f"request timed out (no answer within {timeout} s)",
                     status=504,
+                    source=replica.id,
                 )
-            outcome = _outcome(exc)
+            elif isinstance(exc, EdgeLLMError):
+                failure = exc
+            else:
+                failure = UpstreamError(type(exc).__name__, source=replica.id, cause=str(exc))
+            outcome = outcome_of(failure)
             self.metrics.count_attempt(model.name, replica.id, outcome)
-            info.hop(model.name, replica.id, outcome, t0, error=_short(exc))
+            info.hop(model.name, replica.id, outcome, t0, error=failure.message[:300])
             if outcome in {"error", "timeout"}:
-                state.record_failure(_short(exc))
-            if isinstance(exc, EdgeLLMError):
-                raise exc from None
-            raise UpstreamError(f"{replica.id}: {type(exc).__name__}: {exc}") from exc
+                state.record_failure(_short(failure))
+                log.warning("%s failed before its first token: %s", model.name, _short(failure))
+            raise failure from None
 
         def on_end(last: GenerationEvent | None) -> None:
             state.outstanding -= 1
@@ -411,16 +421,15 @@ def _ms(t0: float) -> float:
 
 
 def _short(exc: BaseException) -> str:
-    return (exc.message if isinstance(exc, EdgeLLMError) else str(exc))[:300]
+    return detail(exc)[:300]
 
 
-def _outcome(exc: BaseException) -> str:
-    if isinstance(exc, OverloadedError) or getattr(exc, "status_code", 0) == 429:
-        return "overloaded"
-    if getattr(exc, "status_code", 0) == 504:
-        return "timeout"
-    if isinstance(exc, NotReadyError):
-        return "not_ready"
-    if isinstance(exc, EdgeLLMError) and 400 <= exc.status_code < 500:
-        return "rejected"
-    return "error"
+def down_error(models: list[RoutedModel]) -> NoBackendError:
+    """The 503 for models none of whose replicas may be tried; the replicas' addresses and last
+    errors go to the log (and /v1/router), not to the client."""
+    names = ", ".join(m.name for m in models)
+    why = "; ".join(
+        f"{r.id}: {r.state.last_error or 'circuit open'}" for m in models for r in m.replicas
+    )
+    log.warning("every replica of %s is down (%s)", names, why or "no replica")
+    return NoBackendError(f"every replica of {names} is down")

@@ -99,9 +99,13 @@ def test_error_statuses(status: int, retryable: bool) -> None:
 
 
 def test_connection_refused_is_a_retryable_upstream_error() -> None:
+    port = free_port()
     with pytest.raises(UpstreamError, match="ConnectError") as err:
-        asyncio.run(run(backend(f"http://127.0.0.1:{free_port()}"), chat_call()))
+        asyncio.run(run(backend(f"http://127.0.0.1:{port}"), chat_call()))
     assert err.value.retryable and err.value.status_code == 502
+    # the client's message names no address; the operator's detail (log) does
+    assert f"127.0.0.1:{port}" not in err.value.message
+    assert f"127.0.0.1:{port}" in err.value.detail
 
 
 def test_cut_stream_fails_without_finishing() -> None:

@@ -41,7 +41,7 @@ from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.streams import BufferedEvents
 from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
 
-_NOT_FORWARDED = {"conversation_id", "messages"}
+_NOT_FORWARDED = {"conversation_id", "messages", "escalation_deadline_s"}  # ours, not upstream's
 _ACCEPT_SSE = b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
 _ACCEPT_JSON = b"Content-Type: application/json\r\nAccept: application/json\r\n"
 # every Timings field, with its type (an upstream's counters may come as floats or ints)
@@ -135,9 +135,13 @@ class HttpBackend:
                 read_timeout=read_timeout,
             )
         except HttpTimeout as exc:
-            raise UpstreamError(f"{self.id}: timed out ({type(exc).__name__})", status=504) from exc
+            raise UpstreamError(
+                f"timed out ({type(exc).__name__})", status=504, source=self.id, cause=str(exc)
+            ) from exc
         except HttpClientError as exc:
-            raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}") from exc
+            raise UpstreamError(
+                f"cannot reach the upstream ({type(exc).__name__})", source=self.id, cause=str(exc)
+            ) from exc
         if response.status != 200:
             try:
                 raw = await response.read(read_timeout)
@@ -147,9 +151,10 @@ class HttpBackend:
                 response.close()
             status = response.status
             raise UpstreamError(
-                f"{self.id} answered {status}: {_error_message(raw)}",
+                f"the upstream answered {status}: {_error_message(raw)}",
                 status=status,
                 retryable=status >= 500 or status == 429,
+                source=self.id,
             )
         echo = ""
         req = call.body
@@ -159,9 +164,11 @@ class HttpBackend:
             try:
                 raw = await response.read(max(deadline - time.monotonic(), 0.0))
             except HttpTimeout as exc:
-                raise UpstreamError(f"{self.id}: request timed out", status=504) from exc
+                raise UpstreamError("request timed out", status=504, source=self.id) from exc
             except HttpClientError as exc:
-                raise UpstreamError(f"{self.id}: answer broke: {type(exc).__name__}") from exc
+                raise UpstreamError(
+                    f"answer broke: {type(exc).__name__}", source=self.id, cause=str(exc)
+                ) from exc
             finally:
                 response.close()
             parsed = _answer_events(raw, self.id, chat=call.is_chat, strip_echo=echo)
@@ -239,7 +246,9 @@ class HttpStream:
         try:
             while (data := await response.next_chunk(self._read_timeout)) is not None:
                 if time.monotonic() > self.deadline:
-                    yield Failed(UpstreamError(f"{self._source}: request timed out", status=504))
+                    yield Failed(
+                        UpstreamError("request timed out", status=504, source=self._source)
+                    )
                     return
                 # after [DONE], read on to the end of the body: a response closed early takes
                 # its keep-alive connection with it
@@ -266,7 +275,7 @@ class HttpStream:
                     if "error" in chunk:
                         err = chunk["error"]
                         msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-                        yield Failed(UpstreamError(f"{self._source}: {msg}"))
+                        yield Failed(UpstreamError(str(msg), source=self._source))
                         return
                     usage = chunk.get("usage") or usage
                     timings = chunk.get("timings") or timings
@@ -277,15 +286,19 @@ class HttpStream:
                             yield delta
                         finish = choice.get("finish_reason") or finish
         except HttpTimeout:
-            yield Failed(UpstreamError(f"{self._source}: timed out mid-stream", status=504))
+            yield Failed(UpstreamError("timed out mid-stream", status=504, source=self._source))
             return
         except HttpClientError as exc:
-            yield Failed(UpstreamError(f"{self._source}: stream broke: {type(exc).__name__}"))
+            yield Failed(
+                UpstreamError(
+                    f"stream broke: {type(exc).__name__}", source=self._source, cause=str(exc)
+                )
+            )
             return
         finally:
             response.close()
         if finish is None:
-            yield Failed(UpstreamError(f"{self._source}: the stream ended without finishing"))
+            yield Failed(UpstreamError("the stream ended without finishing", source=self._source))
             return
         yield Finished(
             reason=FinishReason.LENGTH if finish == "length" else FinishReason.STOP,
@@ -316,13 +329,13 @@ def _answer_events(
     try:
         data = orjson.loads(raw)
     except ValueError:
-        return [Failed(UpstreamError(f"{source}: the answer is not JSON: {raw[:200]!r}"))]
+        return [Failed(UpstreamError(f"the answer is not JSON: {raw[:200]!r}", source=source))]
     if not isinstance(data, dict):
-        return [Failed(UpstreamError(f"{source}: the answer is not a JSON object"))]
+        return [Failed(UpstreamError("the answer is not a JSON object", source=source))]
     if "error" in data:
         err = data["error"]
         msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-        return [Failed(UpstreamError(f"{source}: {msg}"))]
+        return [Failed(UpstreamError(str(msg), source=source))]
     choices = data.get("choices") or []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
     finish = choice.get("finish_reason")
@@ -338,7 +351,7 @@ def _answer_events(
     if text or lps:
         events.append(TextDelta(text=text, token_ids=(), logprobs=lps))
     if not finish:
-        events.append(Failed(UpstreamError(f"{source}: the answer has no finish_reason")))
+        events.append(Failed(UpstreamError("the answer has no finish_reason", source=source)))
         return events
     usage = data.get("usage") or {}
     n_tokens = len(lps) if lps else int(bool(text))
