@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edgellm.api.schemas import MAX_ESCALATION_DEADLINE_S
 from edgellm.engine.types import DEFAULT_MAX_TOKENS
 from edgellm.errors import EdgeLLMError
 
@@ -233,6 +234,13 @@ class CascadePolicyConfig(_PolicyBase):
         None, ge=1, description="decide after this many tokens instead of the whole answer"
     )
     top_logprobs: int = Field(5, ge=0, le=20, description="alternatives for the entropy")
+    escalation_deadline_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_ESCALATION_DEADLINE_S,
+        description="the longest wait for a higher tier's first token before the lower tier's "
+        "answer is served (None: the higher tier's own timeouts); requests may override it",
+    )
 
 
 class LearnedPolicyConfig(_PolicyBase):

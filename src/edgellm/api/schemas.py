@@ -15,6 +15,7 @@ MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 1024  # entries; each is a token id the engine checks against its vocabulary
 INT32_MAX = 2**31 - 1  # llama.cpp's sampler parameters are int32
+MAX_ESCALATION_DEADLINE_S = 600.0  # longer than any first token is worth waiting for
 
 
 class _Request(BaseModel):
@@ -51,6 +52,11 @@ class _SamplingFields(_Request):
     top_k: int = Field(0, ge=0, le=INT32_MAX)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     ignore_eos: bool = False
+    # EdgeLLM gateway, cascade policies: the longest wait for a higher tier's first token
+    # before the lower tier's answer is served (overrides the policy's)
+    escalation_deadline_s: float | None = Field(
+        None, gt=0, le=MAX_ESCALATION_DEADLINE_S, strict=True
+    )
 
     @field_validator("stop")
     @classmethod
@@ -117,19 +123,26 @@ class CompletionRequest(_SamplingFields):
         return v
 
 
-class LoglikelihoodItem(_Request):
+class _StrictRequest(_Request):
+    """EdgeLLM's own endpoints take values of the documented JSON type only (no `0` for false,
+    no `"5"` for 5): OpenAI's endpoints coerce, so theirs stay lax for compatibility."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class LoglikelihoodItem(_StrictRequest):
     context: str
     continuation: str = Field(min_length=1)
 
 
-class LoglikelihoodRequestBody(_Request):
+class LoglikelihoodRequestBody(_StrictRequest):
     """EdgeLLM extension: score continuations (accuracy evals, cascade confidence)."""
 
     model: str = Field(min_length=1)
     items: list[LoglikelihoodItem] = Field(min_length=1, max_length=1024)
 
 
-class TokenizeRequest(_Request):
+class TokenizeRequest(_StrictRequest):
     """llama-server compatible `/tokenize` (with an optional model name)."""
 
     content: str
@@ -137,7 +150,7 @@ class TokenizeRequest(_Request):
     model: str | None = None
 
 
-class DetokenizeRequest(_Request):
+class DetokenizeRequest(_StrictRequest):
     tokens: list[int]
     model: str | None = None
 
@@ -272,6 +285,20 @@ class LoglikelihoodResponse(_Response):
     object: Literal["list"] = "list"
     model: str
     data: list[LoglikelihoodOut]
+
+
+class TokenizeResponse(_Response):
+    tokens: list[int]
+
+
+class DetokenizeResponse(_Response):
+    content: str
+
+
+class HealthResponse(_Response):
+    status: Literal["ok", "loading", "failed"]
+    models: list[str] | None = None  # when ready
+    error: str | None = None  # when loading failed
 
 
 class ErrorDetail(_Response):

@@ -46,6 +46,13 @@ class GatewayMetrics:
             ["policy", "source", "target"],
             registry=r,
         )
+        self.degraded = Counter(
+            "edgellm_gateway_degraded_answers",
+            "Cascade answers served by a lower tier because every higher one failed, was down or "
+            "missed the escalation deadline (reason: the last escalation's outcome)",
+            ["policy", "model", "reason"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "edgellm_gateway_fallbacks",
             "Requests that moved on from a failed replica before the first token",
@@ -116,6 +123,9 @@ class GatewayMetrics:
 
     def count_routed(self, policy: str, model: str) -> None:
         self._later(self.routed, (policy, model), 1.0)
+
+    def count_degraded(self, policy: str, model: str, reason: str) -> None:
+        self._later(self.degraded, (policy, model, reason), 1.0)
 
     def observe_overhead(self, seconds: float) -> None:
         self._later(self.overhead, (), seconds)

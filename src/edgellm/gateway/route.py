@@ -17,12 +17,19 @@ class RouteInfo:
     tier: str | None = None
     replica: str | None = None
     escalations: list[dict[str, Any]] = field(default_factory=list)
+    degraded: bool = False  # a lower answer than the policy wanted: every higher tier failed
     hops: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
     def hop(self, model: str, replica: str, outcome: str, since: float, **extra: Any) -> None:
         ms = round((time.perf_counter() - since) * 1e3, 3)
         self.hops.append({"model": model, "replica": replica, "outcome": outcome, "ms": ms} | extra)
+
+    def merge(self, other: RouteInfo) -> None:
+        """Add what an attempt recorded in its own `RouteInfo` (one that may finish after the
+        request has been answered, so it cannot write into the request's own)."""
+        self.hops.extend(other.hops)
+        self.signals.update(other.signals)
 
     @property
     def fallbacks(self) -> int:
@@ -38,6 +45,7 @@ class RouteInfo:
             "scores": self.scores,
             "threshold": self.threshold,
             "escalations": self.escalations,
+            "degraded": self.degraded,
             "fallbacks": self.fallbacks,
             "hops": self.hops,
         }
@@ -51,4 +59,6 @@ class RouteInfo:
             f"escalations={len(self.escalations)}",
             f"fallbacks={self.fallbacks}",
         ]
+        if self.degraded:
+            parts.append("degraded=true")
         return "; ".join(parts)

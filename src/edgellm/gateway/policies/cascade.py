@@ -4,22 +4,46 @@ confidence from its token log-probs, escalate to the next tier below the thresho
 With `early_abort_tokens: N` the decision comes after the first N tokens, so a doomed small answer
 is stopped early. Tokens are held back until the decision: streaming clients only ever see the
 tier that is kept.
+
+An escalation improves an answer; it is never a condition for one. The answer being escalated
+from stays open (its tokens held back, its generation going on) until a higher tier produces a
+first token. If none does (every higher tier fails before its first token, is down, or misses
+the escalation deadline), that lower answer is served, marked `degraded` in the route. A tier
+whose replicas are all down is skipped without being tried.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgellm.config import CascadePolicyConfig
 from edgellm.engine.types import Failed, Finished, GenerationEvent, TextDelta, TokenLogprob
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.call import Call
+from edgellm.gateway.errors import outcome_of
 from edgellm.gateway.policies.base import register
 from edgellm.gateway.route import RouteInfo
+from edgellm.gateway.router import down_error
 from edgellm.gateway.scorers import confidence, make_scorer
 
 if TYPE_CHECKING:
-    from edgellm.gateway.router import Routed, Router
+    from edgellm.gateway.router import Routed, RoutedModel, Router
+
+
+@dataclass(slots=True)
+class _Held:
+    """An answer the policy wanted to improve on, kept to serve if no higher tier answers."""
+
+    routed: Routed
+    buffered: list[GenerationEvent]  # its events read so far, to be replayed if served
+    since: float  # monotonic time of the decision to escalate from it
+
+
+class _DeadlineMissed(Exception):
+    """The higher tier gave no first token within the escalation deadline."""
 
 
 @register("cascade")
@@ -28,49 +52,141 @@ class CascadePolicy:
         self.config = config
         self.router = router
         self.scorer = make_scorer(config.scorer)
+        self._abandoned: set[asyncio.Task[Routed]] = set()  # attempts that missed a deadline
+
+    def threshold(self) -> float:
+        """The score below which an answer escalates; read once per request, here only."""
+        return self.config.threshold
+
+    def deadline_s(self, call: Call) -> float | None:
+        """The longest wait for a higher tier's first token: the request's, else the policy's."""
+        asked = call.body.escalation_deadline_s
+        return asked if asked is not None else self.config.escalation_deadline_s
 
     async def route(self, call: Call, info: RouteInfo) -> Routed:
         tiers = self.router.by_tier(self.config.models or None)
         if call.private:
             tiers = [m for m in tiers if m.is_edge]
-        info.threshold = self.config.threshold
+        threshold = self.threshold()
+        deadline_s = self.deadline_s(call)
+        info.threshold = threshold
         call.needs_stream = True  # tokens are scored as they arrive, the small answer cut early
         info.signals["scorer"] = self.config.scorer.kind
         info.signals["early_abort_tokens"] = self.config.early_abort_tokens
-        for i, model in enumerate(tiers):
-            last = i == len(tiers) - 1
-            if last:
-                call.force_top_logprobs = None
-                return await self.router.execute(call, [model], info, fallback=False)
-            call.force_top_logprobs = self.config.top_logprobs
-            try:
-                routed = await self.router.execute(call, [model], info, fallback=False)
-            except EdgeLLMError as exc:
-                info.escalations.append(
-                    {"from": model.name, "to": tiers[i + 1].name, "reason": exc.message[:200]}
-                )
-                continue
-            buffered, logprobs, ended = await self._probe(routed)
-            conf = confidence(logprobs)
-            if conf is None:  # the backend gave no log-probs: nothing to judge, keep it
-                info.scores[model.name] = None
-                return self._keep(routed, buffered)
-            score = self.scorer.score(conf)
-            info.scores[model.name] = {
-                "score": round(score, 4),
-                "mean_logprob": round(conf.mean_logprob, 4),
-                "min_logprob": round(conf.min_logprob, 4),
-                "mean_entropy": round(conf.mean_entropy, 4),
-                "n_tokens": conf.n_tokens,
-                "complete": ended,
-            }
-            if score >= self.config.threshold:
-                return self._keep(routed, buffered)
-            routed.stream.cancel()
-            target = tiers[i + 1].name
-            info.escalations.append({"from": model.name, "to": target, "score": round(score, 4)})
-            self.router.metrics.escalations.labels(info.policy or "", model.name, target).inc()
-        raise EdgeLLMError("cascade has no models")  # pragma: no cover - config has at least one
+        if deadline_s is not None:
+            info.signals["escalation_deadline_s"] = deadline_s
+        policy = info.policy or ""
+        held: _Held | None = None
+        failure: EdgeLLMError | None = None
+        leaving: dict[str, Any] | None = None  # why the tier below is left: its score or failure
+        try:
+            for i, model in enumerate(tiers):
+                last = i == len(tiers) - 1
+                step = None if leaving is None else leaving | {"to": model.name}
+                if step is not None:
+                    info.escalations.append(step)
+                    self.router.metrics.escalations.labels(policy, step["from"], model.name).inc()
+                if not model.reachable():  # open circuits, failing health checks: not tried
+                    failure = down_error([model])
+                    _record(step, "down", failure.message)
+                    if held is None:
+                        leaving = {"from": model.name, "cause": "down"}
+                    continue
+                call.force_top_logprobs = None if last else self.config.top_logprobs
+                deadline = None
+                if held is not None and deadline_s is not None:
+                    deadline = held.since + deadline_s
+                try:
+                    routed = await self._start(call, model, info, deadline)
+                except _DeadlineMissed:
+                    _record(step, "deadline", f"no first token within {deadline_s} s")
+                    break  # the held answer is served now: the deadline bars waiting any longer
+                except EdgeLLMError as exc:
+                    failure = exc
+                    _record(step, outcome_of(exc), exc.message[:200])
+                    if held is None:
+                        leaving = {"from": model.name, "cause": outcome_of(exc)}
+                    continue
+                _record(step, "answered")
+                if held is not None:  # a higher tier has answered: the lower answer goes
+                    held.routed.stream.cancel()
+                    held = None
+                if last:
+                    return self._keep(routed, [])
+                try:
+                    buffered, logprobs, ended = await self._probe(routed)
+                except BaseException:
+                    routed.stream.cancel()
+                    raise
+                conf = confidence(logprobs)
+                if conf is None:  # the backend gave no log-probs: nothing to judge, keep it
+                    info.scores[model.name] = None
+                    return self._keep(routed, buffered)
+                score = self.scorer.score(conf)
+                info.scores[model.name] = {
+                    "score": round(score, 4),
+                    "mean_logprob": round(conf.mean_logprob, 4),
+                    "min_logprob": round(conf.min_logprob, 4),
+                    "mean_entropy": round(conf.mean_entropy, 4),
+                    "n_tokens": conf.n_tokens,
+                    "complete": ended,
+                }
+                if score >= threshold:
+                    return self._keep(routed, buffered)
+                held = _Held(routed, buffered, time.monotonic())
+                leaving = {"from": model.name, "cause": "low_confidence", "score": round(score, 4)}
+            if held is None:
+                raise failure or EdgeLLMError("cascade has no models")
+            served, held = self._keep(held.routed, held.buffered), None
+            info.degraded = True
+            reason = info.escalations[-1].get("outcome", "error")
+            self.router.metrics.count_degraded(policy, served.model.name, reason)
+            return served
+        finally:
+            if held is not None:  # the client left, or the policy failed: stop the held answer
+                held.routed.stream.cancel()
+
+    async def _start(
+        self, call: Call, model: RoutedModel, info: RouteInfo, deadline: float | None
+    ) -> Routed:
+        """Start `model`; with a deadline (monotonic time), give up on it once that passes."""
+        if deadline is None:
+            return await self.router.execute(call, [model], info, fallback=False)
+        if deadline <= time.monotonic():
+            raise _DeadlineMissed
+        # The attempt records into its own RouteInfo: one that misses the deadline may still
+        # finish after the request has been answered.
+        own = RouteInfo(policy=info.policy, started=info.started)
+        task = asyncio.create_task(self.router.execute(call, [model], own, fallback=False))
+        try:
+            await asyncio.wait({task}, timeout=deadline - time.monotonic())
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            info.merge(own)
+            routed = task.result()
+            routed.info = info
+            return routed
+        self._abandon(task, model)
+        raise _DeadlineMissed
+
+    def _abandon(self, task: asyncio.Task[Routed], model: RoutedModel) -> None:
+        """A remote attempt that missed the deadline runs on to its first token (then stops) or
+        to its own failure, so that a partitioned replica still fails and opens its circuit:
+        cancelled at the deadline, it would never fail, and every request would wait out the
+        deadline. An in-process attempt has no network to fail, only work to waste: cancelled."""
+        if all(r.kind == "engine" for r in model.replicas):
+            task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._drop)
+
+    def _drop(self, task: asyncio.Task[Routed]) -> None:
+        self._abandoned.discard(task)
+        if task.cancelled():
+            return
+        if task.exception() is None:  # it answered after all: nobody is waiting for it
+            task.result().stream.cancel()
 
     async def _probe(
         self, routed: Routed
@@ -96,3 +212,12 @@ class CascadePolicy:
         routed.info.model, routed.info.tier = routed.model.name, routed.model.tier
         routed.info.replica = routed.replica.id
         return routed
+
+
+def _record(step: dict[str, Any] | None, outcome: str, reason: str | None = None) -> None:
+    """What became of an escalation: `answered`, `down` (skipped), `deadline`, or how the
+    higher tier failed (`error`, `timeout`, `overloaded`, `rejected`, `not_ready`)."""
+    if step is not None:
+        step["outcome"] = outcome
+        if reason is not None:
+            step["reason"] = reason
