@@ -7,26 +7,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgellm import __version__
-from edgellm.api import generation
+from edgellm.api import generation, openapi
 from edgellm.api.errors import edgellm_error_response, error_response, install_error_handlers
 from edgellm.api.limits import BodySizeLimit, declared_too_large, reject_too_large
 from edgellm.api.metrics import Metrics
 from edgellm.api.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    Completion,
     CompletionRequest,
     DetokenizeRequest,
+    DetokenizeResponse,
+    HealthResponse,
     LoglikelihoodOut,
     LoglikelihoodRequestBody,
     LoglikelihoodResponse,
     ModelCard,
     ModelList,
     TokenizeRequest,
+    TokenizeResponse,
 )
 from edgellm.config import ServerConfig
 from edgellm.engine.engine import Engine, off_loop
@@ -279,6 +285,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     app.state.router = router
     app.state.metrics = metrics
     install_error_handlers(app)
+    openapi.install(app, streamed=(ChatCompletionChunk, Completion))
 
     async def chat(body: GenerationBody, request: Request) -> Response:
         assert isinstance(body, ChatCompletionRequest)
@@ -336,11 +343,17 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     # Served by _FastGeneration (app.fast); these routes answer what it hands on (invalid bodies,
     # other content types, every request while OpenTelemetry is on) and document the endpoints
     # in the OpenAPI schema.
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses=openapi.generation(ChatCompletion, ChatCompletionChunk),
+    )
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await chat(body, request)
 
-    @app.post("/v1/completions", response_model=None)
+    @app.post(
+        "/v1/completions", response_model=None, responses=openapi.generation(Completion, Completion)
+    )
     async def completions(body: CompletionRequest, request: Request) -> Response:
         return await complete(body, request)
 
@@ -359,7 +372,11 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
             data["model"] = model
         return JSONResponse(data, status_code=status)
 
-    @app.post("/v1/loglikelihood", response_model=None)
+    @app.post(
+        "/v1/loglikelihood",
+        response_model=None,
+        responses={200: {"model": LoglikelihoodResponse}} | openapi.errors(openapi.MODEL),
+    )
     async def loglikelihood(
         body: LoglikelihoodRequestBody, request: Request
     ) -> LoglikelihoodResponse | JSONResponse:
@@ -386,7 +403,11 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         first = pool.model_names[0] if pool is not None else ""
         return local_engine(request, model or first)
 
-    @app.post("/tokenize", response_model=None)
+    @app.post(
+        "/tokenize",
+        response_model=None,
+        responses={200: {"model": TokenizeResponse}} | openapi.errors(openapi.MODEL),
+    )
     async def tokenize(
         body: TokenizeRequest, request: Request
     ) -> dict[str, list[int]] | JSONResponse:
@@ -398,7 +419,11 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         tokens = await off_loop(len(content), lambda: engine.tokenize(content, add_special=special))
         return {"tokens": tokens}
 
-    @app.post("/detokenize", response_model=None)
+    @app.post(
+        "/detokenize",
+        response_model=None,
+        responses={200: {"model": DetokenizeResponse}} | openapi.errors(openapi.MODEL),
+    )
     async def detokenize(
         body: DetokenizeRequest, request: Request
     ) -> dict[str, str] | JSONResponse:
@@ -408,7 +433,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         engine = default_engine(request, body.model)
         return {"content": engine.detokenize(body.tokens)}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=openapi.errors(openapi.KEYED))
     async def list_models() -> ModelList:
         cards = []
         created = pool.created if pool is not None else 0
@@ -435,11 +460,23 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
                     meta["state"] = pool.state.value
             else:
                 meta["context_length"] = routed.context_length
-                meta["replicas"] = {r.id: r.state.describe() for r in routed.replicas}
+                # how many, not where: replica addresses are for operators (/v1/router)
+                meta["replicas"] = {
+                    "total": len(routed.replicas),
+                    "available": sum(r.state.available() for r in routed.replicas),
+                }
             cards.append(ModelCard(id=name, created=created, meta=meta))
         return ModelList(data=cards)
 
-    @app.get("/health")
+    @app.get(
+        "/health",
+        response_model=None,
+        responses={
+            200: {"model": HealthResponse, "description": "Every model is loaded"},
+            503: {"model": HealthResponse, "description": "Models are loading, or failed to"},
+        }
+        | openapi.errors(openapi.OPEN),
+    )
     async def health() -> JSONResponse:
         if pool is None or pool.state is PoolState.READY:
             return JSONResponse({"status": "ok", "models": list(router.models)})
@@ -448,7 +485,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
             body["error"] = "model loading failed; the server log says why"
         return JSONResponse(body, status_code=503)
 
-    @app.get("/v1/router")
+    @app.get("/v1/router", responses=openapi.errors(openapi.KEYED))
     async def router_state() -> JSONResponse:
         """EdgeLLM extension: every replica's health, circuit, load and measured speeds."""
         return JSONResponse(
@@ -464,7 +501,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
             }
         )
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses=openapi.PROMETHEUS)
     async def prometheus_metrics() -> Response:
         text = metrics.render() + generate_latest(router.metrics.registry)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

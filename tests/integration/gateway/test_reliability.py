@@ -54,6 +54,11 @@ def test_openai_client_and_key_from_env(fakes: list[Fake], monkeypatch: pytest.M
         assert "replica=" + fakes[0].base_url in raw.headers["x-edgellm-route"]
         text = client.completions.create(model="cloud", prompt="Say", max_tokens=3)
         assert text.choices[0].text == "r0 ok."
+        with gw.http() as http:
+            listed = http.get("/v1/models")
+        # clients learn how many replicas a model has, not where they are
+        assert listed.json()["data"][0]["meta"]["replicas"] == {"total": 1, "available": 1}
+        assert fakes[0].base_url not in listed.text
     finally:
         gw.stop()
 
