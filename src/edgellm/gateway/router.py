@@ -195,7 +195,14 @@ class Router:
             await self._client.aclose()
 
     async def check_all(self) -> None:
-        replicas = [r for m in self.models.values() for r in m.replicas if r.kind != "engine"]
+        # Only replicas with a health path are checked: a check that asks nothing would pass
+        # every time and close the circuit of a replica that is down.
+        replicas = [
+            r
+            for m in self.models.values()
+            for r in m.replicas
+            if isinstance(r, HttpBackend) and r.config.health_path is not None
+        ]
         results = await asyncio.gather(*(r.check_health() for r in replicas))
         for replica, ok in zip(replicas, results, strict=True):
             if ok != replica.state.healthy:
@@ -425,11 +432,12 @@ def _short(exc: BaseException) -> str:
 
 
 def down_error(models: list[RoutedModel]) -> NoBackendError:
-    """The 503 for models none of whose replicas may be tried; the replicas' addresses and last
-    errors go to the log (and /v1/router), not to the client."""
+    """The 503 for models none of whose replicas may be tried. The replicas' addresses and last
+    errors go to the debug log only: each failure was logged when it happened, and a cascade
+    that skips a tier known to be down does so on every request."""
     names = ", ".join(m.name for m in models)
     why = "; ".join(
         f"{r.id}: {r.state.last_error or 'circuit open'}" for m in models for r in m.replicas
     )
-    log.warning("every replica of %s is down (%s)", names, why or "no replica")
+    log.debug("every replica of %s is down (%s)", names, why or "no replica")
     return NoBackendError(f"every replica of {names} is down")

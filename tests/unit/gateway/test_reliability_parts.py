@@ -1,12 +1,15 @@
+import asyncio
 import time
 
+import httpx
 import pytest
 
-from edgellm.config import ApiKeyConfig
+from edgellm.config import ApiKeyConfig, EdgeLLMConfig
 from edgellm.engine.types import Timings
 from edgellm.gateway.auth import TokenBucket, hash_key
 from edgellm.gateway.conversations import Conversations, estimate_tokens, trim
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.router import Router
 
 
 def test_circuit_opens_after_consecutive_failures_and_recovers() -> None:
@@ -60,3 +63,26 @@ def test_conversation_merge_and_trim() -> None:
     kept = trim(long, 250, estimate_tokens)
     assert kept[0] == system and kept[-1] == long[-1] and len(kept) == 3
     assert trim(long[:2], 1, estimate_tokens) == long[:2]  # never drops the last turn
+
+
+def test_only_a_real_health_check_closes_an_open_circuit() -> None:
+    """A replica without a health path is not checked: its circuit stays open for the whole
+    cooldown (a check that asks nothing would pass and send the next request into it); one
+    whose health path answers 200 is half-open at once."""
+
+    def backend(name: str, health_path: str | None) -> dict[str, object]:
+        url = f"http://{name}.invalid/v1"
+        return {"name": name, "backends": [{"url": url, "health_path": health_path}]}
+
+    config = EdgeLLMConfig.model_validate(
+        {"remote_models": [backend("unchecked", None), backend("checked", "/health")]}
+    )
+    ok = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(200)))
+    router = Router(config, None, client=ok)
+    states = {name: router.models[name].replicas[0].state for name in ("unchecked", "checked")}
+    for state in states.values():
+        for _ in range(state.failure_threshold):
+            state.record_failure("refused")
+    asyncio.run(router.check_all())
+    assert not router.models["unchecked"].reachable()
+    assert router.models["checked"].reachable() and states["checked"].circuit == "half-open"
