@@ -226,10 +226,66 @@ class ScorerConfig(BaseModel):
     path: Path | None = Field(None, description="trained weights (logistic)")
 
 
+class _OnlineThresholdBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state_path: Path | None = Field(
+        None, description="JSON file the rule's state is kept in across restarts (None: memory)"
+    )
+    save_interval_s: float = Field(
+        10.0, ge=0, description="the state file is rewritten at most this often (0: every change)"
+    )
+    answers: int = Field(
+        10_000, ge=0, le=1_000_000, description="answer ids remembered for POST /v1/feedback"
+    )
+    answer_ttl_s: float = Field(3600.0, gt=0, description="how long an answer may be rated")
+
+
+class TargetRateThresholdConfig(_OnlineThresholdBase):
+    """Hold the escalation rate at `rate`: the threshold is that quantile of recent scores."""
+
+    kind: Literal["target_rate"] = "target_rate"
+    rate: float = Field(gt=0, lt=1, description="the fraction of answers to escalate")
+    window: int = Field(100, ge=10, le=100_000, description="recent first-tier scores kept")
+    min_samples: int = Field(20, ge=1, description="scores seen before the quantile is used")
+
+
+class FeedbackThresholdConfig(_OnlineThresholdBase):
+    """Learn P(the first tier's answer is right | score) from outcomes; escalate where the
+    larger tier's expected gain exceeds the price of an escalation."""
+
+    kind: Literal["feedback"] = "feedback"
+    escalation_cost: float = Field(
+        0.05, ge=0, le=1, description="the price of an escalation, in wrong answers"
+    )
+    min_feedback: int = Field(30, ge=1, description="outcomes needed before the rule moves")
+    forgetting: float = Field(
+        0.998, gt=0.9, le=1, description="weight kept by past outcomes per new one (drift)"
+    )
+    optimism: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="standard errors subtracted from P(right) (a lower confidence bound: "
+        "escalate while unsure)",
+    )
+    window: int = Field(500, ge=10, le=100_000, description="recent scores the threshold spans")
+
+
+OnlineThresholdConfig = Annotated[
+    TargetRateThresholdConfig | FeedbackThresholdConfig, Field(discriminator="kind")
+]
+
+
 class CascadePolicyConfig(_PolicyBase):
     kind: Literal["cascade"] = "cascade"
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
-    threshold: float = Field(-1.0, description="escalate when the score is below it")
+    threshold: float = Field(
+        -1.0, description="escalate when the score is below it (with `online`: the start value)"
+    )
+    online: OnlineThresholdConfig | None = Field(
+        None, description="adapt the threshold online (None: `threshold` is fixed)"
+    )
     early_abort_tokens: int | None = Field(
         None, ge=1, description="decide after this many tokens instead of the whole answer"
     )

@@ -28,6 +28,7 @@ from edgellm.gateway.policies.base import register
 from edgellm.gateway.route import RouteInfo
 from edgellm.gateway.router import down_error
 from edgellm.gateway.scorers import confidence, make_scorer
+from edgellm.gateway.thresholds import OnlineThreshold
 
 if TYPE_CHECKING:
     from edgellm.gateway.router import Routed, RoutedModel, Router
@@ -52,11 +53,14 @@ class CascadePolicy:
         self.config = config
         self.router = router
         self.scorer = make_scorer(config.scorer)
+        self.online = (
+            None if config.online is None else OnlineThreshold(config.online, config.threshold)
+        )
         self._abandoned: set[asyncio.Task[Routed]] = set()  # attempts that missed a deadline
 
     def threshold(self) -> float:
         """The score below which an answer escalates; read once per request, here only."""
-        return self.config.threshold
+        return self.config.threshold if self.online is None else self.online.threshold()
 
     def deadline_s(self, call: Call) -> float | None:
         """The longest wait for a higher tier's first token: the request's, else the policy's."""
@@ -123,6 +127,8 @@ class CascadePolicy:
                     info.scores[model.name] = None
                     return self._keep(routed, buffered)
                 score = self.scorer.score(conf)
+                if self.online is not None:
+                    self.online.decided(call.answer_id, score, threshold, info.escalations)
                 info.scores[model.name] = {
                     "score": round(score, 4),
                     "mean_logprob": round(conf.mean_logprob, 4),
