@@ -255,7 +255,7 @@ async def chat_completions(
 ) -> Response:
     if body.stream:
         routed = await route_watching(router, call, request)
-        ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
+        ids = render.ResponseIds(_response_model(body, routed), call.answer_id)
         return StreamingResponse(
             _chat_events(routed, ids, body, on_finish, on_usage),
             media_type="text/event-stream",
@@ -265,7 +265,7 @@ async def chat_completions(
     _charge(on_usage, done)
     if body.logprobs:
         got.logprobs = _top(got.logprobs, body.top_logprobs or 0)
-    ids = render.ResponseIds.new(_response_model(body, routed), "chatcmpl")
+    ids = render.ResponseIds(_response_model(body, routed), call.answer_id)
     if on_finish is not None:
         on_finish(got.text)
     route = routed.info.as_dict()
@@ -339,7 +339,7 @@ async def completions(
     with_logprobs = body.logprobs is not None
     if body.stream:
         routed = await route_watching(router, call, request)
-        ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
+        ids = render.ResponseIds(_response_model(body, routed), call.answer_id)
         return StreamingResponse(
             _completion_events(routed, ids, body, on_usage),
             media_type="text/event-stream",
@@ -349,7 +349,7 @@ async def completions(
     _charge(on_usage, done)
     if with_logprobs:
         got.logprobs = _top(got.logprobs, body.logprobs or 0)
-    ids = render.ResponseIds.new(_response_model(body, routed), "cmpl")
+    ids = render.ResponseIds(_response_model(body, routed), call.answer_id)
     out = render.completion(
         ids, got, done, echo=routed.echo, with_logprobs=with_logprobs, route=routed.info.as_dict()
     )

@@ -110,9 +110,13 @@ class ResponseIds:
 
     @classmethod
     def new(cls, model: str, prefix: str) -> ResponseIds:
-        # 128 random bits as 32 hex digits, as uuid4().hex gave, without a getrandom() system
-        # call per answer (the ids are opaque labels, not secrets)
-        return cls(model=model, id=f"{prefix}-{_ids.getrandbits(128):032x}")
+        return cls(model=model, id=new_id(prefix))
+
+
+def new_id(prefix: str) -> str:
+    """`prefix-` and 128 random bits as 32 hex digits, as uuid4().hex gave, without a
+    getrandom() system call per answer (the ids are opaque labels, not secrets)."""
+    return f"{prefix}-{_ids.getrandbits(128):032x}"
 
 
 _ids = random.Random()  # seeded from the OS once, at import

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgellm.api.render import new_id
 from edgellm.api.schemas import ChatCompletionRequest, CompletionRequest
 
 
@@ -17,6 +18,11 @@ class Call:
     needs_stream: bool = False  # the policy reads tokens as they arrive (cascade)
     headers: dict[str, str] = field(default_factory=dict)
     history: list[dict[str, Any]] | None = None  # a conversation's whole history, before trimming
+    answer_id: str = ""  # the answer's `id`, known before routing so policies can file by it
+
+    def __post_init__(self) -> None:
+        if not self.answer_id:
+            self.answer_id = new_id("chatcmpl" if self.is_chat else "cmpl")
 
     @classmethod
     def of(cls, body: ChatCompletionRequest | CompletionRequest, headers: dict[str, str]) -> Call:
