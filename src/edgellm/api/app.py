@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgellm import __version__
 from edgellm.api import generation, openapi
 from edgellm.api.errors import edgellm_error_response, error_response, install_error_handlers
+from edgellm.api.feedback import feedback_routes, save_thresholds, thresholds_state
 from edgellm.api.limits import BodySizeLimit, declared_too_large, reject_too_large
 from edgellm.api.metrics import Metrics
 from edgellm.api.schemas import (
@@ -54,6 +55,7 @@ _ENDPOINTS = {
     "/detokenize",
     "/health",
     "/v1/router",
+    "/v1/feedback",
 }
 
 
@@ -277,6 +279,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         await router.start()
         yield
         await router.close()
+        save_thresholds(router)
         if pool is not None:
             pool.close()
 
@@ -485,6 +488,8 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
             body["error"] = "model loading failed; the server log says why"
         return JSONResponse(body, status_code=503)
 
+    app.include_router(feedback_routes(router))
+
     @app.get("/v1/router", responses=openapi.errors(openapi.KEYED))
     async def router_state() -> JSONResponse:
         """EdgeLLM extension: every replica's health, circuit, load and measured speeds."""
@@ -498,6 +503,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
                     }
                     for name, m in router.models.items()
                 },
+                "thresholds": thresholds_state(router),
             }
         )
 
