@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgellm.config import EngineConfig
-from edgellm.engine.batching import BatchScheduler
 from edgellm.engine.chat_template import ChatTemplate
 from edgellm.engine.jobs import GenerationJob
 from edgellm.engine.llama import LlamaModel, LlamaSettings
-from edgellm.engine.runner import Runner
-from edgellm.engine.scheduler import Scheduler, SerialScheduler
+from edgellm.engine.scheduler import Scheduler
 from edgellm.engine.types import (
     Failed,
     Finished,
@@ -69,10 +67,8 @@ class Engine:
         self.config = config
         self._model = model
         self._listeners: list[FinishListener] = []
-        self._scheduler: Scheduler = (
-            BatchScheduler(model, n_slots=config.parallel, max_queue=config.max_queue, name=name)
-            if config.parallel > 1
-            else SerialScheduler(Runner(model), max_queue=config.max_queue, name=name)
+        self._scheduler = Scheduler(
+            model, n_slots=config.parallel, max_queue=config.max_queue, name=name
         )
         self._template = ChatTemplate(
             model.chat_template(),

@@ -1,7 +1,6 @@
 """One generation in progress: sampling, log-probs, text, stop conditions and the final event.
 
-Shared by the serial runner and the continuous-batching scheduler, so both produce exactly the
-same tokens, text, log-probs and finish reasons for the same request.
+Every slot of the scheduler runs its request through this one class, whatever `--parallel` is.
 """
 
 from __future__ import annotations

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from edgellm.engine.types import GenerationEvent, GenerationRequest
+from edgellm.engine.types import (
+    GenerationEvent,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+)
 
 EventSink = Callable[[GenerationEvent], None]
 
@@ -18,6 +24,25 @@ class GenerationJob:
     sink: EventSink
     admitted_at: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(slots=True)
+class ScoringJob:
+    requests: list[LoglikelihoodRequest]
+    future: concurrent.futures.Future[list[LoglikelihoodResult]]
+    index: int = 0
+    results: list[LoglikelihoodResult] = field(default_factory=list)
+    token_lps: list[float] = field(default_factory=list)
+    greedy: bool = True
+    pos: int = 0
+
+    @property
+    def current(self) -> LoglikelihoodRequest:
+        return self.requests[self.index]
+
+    def tokens(self) -> list[int]:
+        r = self.current
+        return r.context_tokens + r.continuation_tokens
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, cast
 
-from edgellm.engine.batching import BatchScheduler, Slot
 from edgellm.engine.llama import LlamaModel, LlamaSettings
+from edgellm.engine.scheduler import Scheduler
 
 
 @dataclass
@@ -51,16 +51,15 @@ class FakeGeneration:
 
 def test_a_joining_prompt_goes_in_by_sequence_id_before_the_decoding_slots() -> None:
     model = RecordingModel(LlamaSettings(n_seq_max=4, n_batch=512))
-    sched = BatchScheduler(cast(LlamaModel, model), n_slots=4, prefill_chunk=3)
-    sched.close()  # no worker: the test runs one step itself
-    slots = cast(list[Slot], sched._slots)
+    sched = Scheduler(cast(LlamaModel, model), n_slots=4, prefill_chunk=3, start=False)
+    slots = sched.slots
     for slot in slots[1:]:  # slots 1-3 decode, admitted first
         slot.gen = cast(Any, FakeGeneration(prompt=[1, 2], pos=2))
         slot.order = slot.seq
     # slot 0 (the only free one) took a long prompt that joined last
     slots[0].gen = cast(Any, FakeGeneration(prompt=list(range(100, 200)), pos=0))
     slots[0].order = 9
-    sched._step()
+    sched.step()
     # llama.cpp's per-slot-cells split takes consecutive sequence ids in order of appearance:
     # 0, 1, 2, 3 fit one micro-batch, where 1, 2, 3, 0 would need two
     assert [seq for _, _, seq in model.batch] == [0, 0, 0, 1, 2, 3]

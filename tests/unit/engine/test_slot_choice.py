@@ -1,113 +1,69 @@
-"""Which slot a new request takes, without llama.cpp: a fake model records the cache operations."""
+"""Which slot a new request takes: `choose_slot` is a plain decision over slots and saved
+states, checked here without llama.cpp or a scheduler."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, cast
-
-import pytest
-
-from edgellm.engine.batching import BatchScheduler, Slot
-from edgellm.engine.llama import LlamaModel, LlamaSettings
+from edgellm.engine.jobs import ScoringJob
+from edgellm.engine.slots import Placement, SavedStates, Slot, choose_slot
 
 
-@dataclass
-class FakeModel:
-    settings: LlamaSettings
-    n_seq_max: int = 4
-    saved: list[int] = field(default_factory=list)
-    cleared: list[int] = field(default_factory=list)
-
-    def save_seq(self, seq: int) -> bytearray:
-        self.saved.append(seq)
-        return bytearray(b"state")
-
-    def restore_seq(self, seq: int, state: bytearray) -> bool:
-        return True
-
-    def truncate_cache(self, n_keep: int, seq: int = 0) -> bool:
-        return True
-
-    def clear_seq(self, seq: int) -> None:
-        self.cleared.append(seq)
+def table(busy: list[int], cached: dict[int, list[int]], n: int = 4) -> list[Slot]:
+    slots = [Slot(seq=i, cached=list(cached.get(i, []))) for i in range(n)]
+    for slot in slots:
+        if slot.seq in busy:  # any job makes a slot busy; a scoring job needs no model
+            slot.scoring = ScoringJob(requests=[], future=None)  # type: ignore[arg-type]
+    return slots
 
 
-def scheduler(kv_unified: bool) -> Iterator[tuple[BatchScheduler, FakeModel]]:
-    model = FakeModel(LlamaSettings(n_seq_max=4, kv_unified=kv_unified))
-    sched = BatchScheduler(cast(LlamaModel, model), n_slots=4)
-    sched.close()  # no worker: the tests call the placement logic directly
-    yield sched, model
+def place(
+    slots: list[Slot],
+    prompt: list[int],
+    *,
+    kv_unified: bool,
+    saved: SavedStates | None = None,
+) -> Placement:
+    return choose_slot(slots, prompt, saved=saved or SavedStates(1 << 20), kv_unified=kv_unified)
 
 
-@pytest.fixture
-def per_slot() -> Iterator[tuple[BatchScheduler, FakeModel]]:
-    yield from scheduler(kv_unified=False)
-
-
-@pytest.fixture
-def shared() -> Iterator[tuple[BatchScheduler, FakeModel]]:
-    yield from scheduler(kv_unified=True)
-
-
-def slots(sched: BatchScheduler) -> list[Slot]:
-    return cast(list[Slot], sched._slots)
-
-
-def occupy(sched: BatchScheduler, busy: list[int], cached: dict[int, list[int]]) -> None:
-    for slot in slots(sched):
-        slot.gen = cast(Any, object()) if slot.seq in busy else None
-        slot.cached = list(cached.get(slot.seq, []))
-
-
-def place(sched: BatchScheduler, prompt: list[int]) -> tuple[int, int]:
-    free = [s for s in slots(sched) if not s.busy]
-    slot, n_keep = sched._place(free, prompt)
-    return slot.seq, n_keep
-
-
-def test_per_slot_cells_keep_busy_slots_contiguous(
-    per_slot: tuple[BatchScheduler, FakeModel],
-) -> None:
-    sched, model = per_slot
+def test_per_slot_cells_keep_busy_slots_contiguous() -> None:
     # Slots 0 and 1 decode; slot 2 holds another conversation, slot 3 is empty. Taking slot 3
     # would split every decode step into two micro-batches ({0, 1} and {3}).
-    occupy(sched, busy=[0, 1], cached={2: list(range(100, 140))})
-    assert place(sched, list(range(500, 520))) == (2, 0)
-    assert model.saved == [2]  # the displaced conversation is kept aside, not lost
+    slots = table(busy=[0, 1], cached={2: list(range(100, 140))})
+    plan = place(slots, list(range(500, 520)), kv_unified=False)
+    assert (plan.slot.seq, plan.n_keep) == (2, 0)
+    assert plan.save_current  # the displaced conversation is kept aside, not lost
 
 
-def test_shared_cells_take_the_emptiest_slot(shared: tuple[BatchScheduler, FakeModel]) -> None:
-    sched, model = shared
-    occupy(sched, busy=[0, 1], cached={2: list(range(100, 140))})
-    assert place(sched, list(range(500, 520))) == (3, 0)
-    assert model.saved == []
+def test_shared_cells_take_the_emptiest_slot() -> None:
+    slots = table(busy=[0, 1], cached={2: list(range(100, 140))})
+    plan = place(slots, list(range(500, 520)), kv_unified=True)
+    assert (plan.slot.seq, plan.n_keep, plan.save_current) == (3, 0, False)
 
 
-def test_a_cached_prefix_wins_over_contiguity(per_slot: tuple[BatchScheduler, FakeModel]) -> None:
-    sched, _ = per_slot
+def test_a_cached_prefix_wins_over_contiguity() -> None:
     conversation = list(range(100, 140))
-    occupy(sched, busy=[0, 1], cached={3: conversation})
-    assert place(sched, [*conversation, 7, 8]) == (3, len(conversation))
+    slots = table(busy=[0, 1], cached={3: conversation})
+    plan = place(slots, [*conversation, 7, 8], kv_unified=False)
+    assert (plan.slot.seq, plan.n_keep, plan.save_current) == (3, len(conversation), False)
 
 
-def test_a_shared_system_prompt_does_not_displace_a_conversation(
-    shared: tuple[BatchScheduler, FakeModel],
-) -> None:
-    sched, model = shared
+def test_the_last_prompt_token_is_never_reused() -> None:
+    conversation = list(range(100, 140))
+    slots = table(busy=[], cached={0: conversation})
+    plan = place(slots, conversation, kv_unified=True)  # the same prompt again
+    assert (plan.slot.seq, plan.n_keep) == (0, len(conversation) - 1)
+
+
+def test_a_shared_system_prompt_does_not_displace_a_conversation() -> None:
     system = list(range(1, 31))  # 30 tokens every conversation starts with
-    occupy(sched, busy=[], cached={0: [*system, *range(200, 300)]})
-    assert place(sched, [*system, *range(600, 620)]) == (1, 0)
-    assert model.saved == []
+    slots = table(busy=[], cached={0: [*system, *range(200, 300)]})
+    plan = place(slots, [*system, *range(600, 620)], kv_unified=True)
+    assert (plan.slot.seq, plan.n_keep, plan.save_current) == (1, 0, False)
 
 
-def test_without_an_empty_slot_the_longest_useful_prefix_is_taken(
-    shared: tuple[BatchScheduler, FakeModel],
-) -> None:
-    sched, model = shared
+def test_without_an_empty_slot_the_longest_useful_prefix_is_taken() -> None:
     system = list(range(1, 31))
-    occupy(
-        sched,
+    slots = table(
         busy=[],
         cached={
             0: list(range(300, 340)),
@@ -116,5 +72,18 @@ def test_without_an_empty_slot_the_longest_useful_prefix_is_taken(
             3: list(range(500, 560)),
         },
     )
-    assert place(sched, [*system, *range(600, 620)]) == (1, len(system))
-    assert model.saved == [1]
+    plan = place(slots, [*system, *range(600, 620)], kv_unified=True)
+    assert (plan.slot.seq, plan.n_keep, plan.save_current) == (1, len(system), True)
+
+
+def test_a_saved_state_with_a_longer_prefix_is_restored() -> None:
+    conversation = list(range(100, 160))
+    saved = SavedStates(1 << 20)
+    saved.put(conversation, bytearray(b"state"))
+    slots = table(busy=[], cached={0: list(range(300, 340))}, n=1)
+    plan = place(slots, [*conversation, 5], kv_unified=True, saved=saved)
+    assert plan.restore == tuple(conversation) and plan.n_keep == len(conversation)
+    assert plan.save_current  # the slot's own conversation is saved before the restore
+    # a saved state sharing less than the slot's own cache is not restored
+    plan = place(slots, [*range(300, 340), 5], kv_unified=True, saved=saved)
+    assert plan.restore is None and plan.n_keep == 40

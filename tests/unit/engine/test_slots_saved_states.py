@@ -1,4 +1,4 @@
-from edgellm.engine.batching import SavedStates
+from edgellm.engine.slots import SavedStates
 
 
 def test_lru_is_bounded_in_bytes_and_finds_the_longest_prefix() -> None:
