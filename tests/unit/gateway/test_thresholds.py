@@ -80,6 +80,16 @@ def test_target_rate_uses_the_start_threshold_until_it_has_enough_scores() -> No
     assert rule.describe()["scores_seen"] == 20
 
 
+def test_target_rate_is_the_quantile_of_exactly_the_last_window_scores() -> None:
+    rng = np.random.default_rng(1)
+    scores = np.round(rng.normal(0, 1, 500), 2)  # rounded: ties, as discrete scores give
+    rule = TargetRateRule(TargetRateThresholdConfig(rate=0.3, window=50), initial=0.0)
+    for i, s in enumerate(scores):
+        rule.observe(float(s))
+        if i >= 49:
+            assert rule.threshold() == calibrate(scores[i - 49 : i + 1], 0.3)
+
+
 def p_small_right(score: np.ndarray | float) -> np.ndarray:
     return np.asarray(1 / (1 + np.exp(-4 * (np.asarray(score) + 1.5))))
 

@@ -8,11 +8,10 @@ have been seen the start threshold (the offline calibration) applies.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from typing import Any
-
-import numpy as np
 
 from edgellm.config import TargetRateThresholdConfig
 from edgellm.gateway.thresholds.base import register
@@ -25,6 +24,7 @@ class TargetRateRule:
         self.initial = initial
         self.scores: deque[float] = deque(maxlen=config.window)
         self.escalated: deque[bool] = deque(maxlen=config.window)  # what each score decided
+        self._sorted: list[float] = []  # the window's scores in order: O(window) per update
         self._threshold = initial
 
     def threshold(self) -> float:
@@ -34,26 +34,29 @@ class TargetRateRule:
         if not math.isfinite(score):
             return
         self.escalated.append(score < self._threshold)
+        if len(self.scores) == self.scores.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, self.scores[0])]
         self.scores.append(score)
+        bisect.insort(self._sorted, score)
         self._update()
 
     def learn(self, score: float, *, kept: bool, outcome: float) -> None:
         """Outcomes do not move a rate target."""
 
     def _update(self) -> None:
-        if len(self.scores) < self.config.min_samples:
+        values = self._sorted
+        if len(values) < self.config.min_samples:
             self._threshold = self.initial
             return
-        values = np.sort(np.fromiter(self.scores, dtype=np.float64))
         # the midpoint between the k-th and (k+1)-th lowest scores: exactly k = rate * n of
         # the window's scores fall below it (as `edgellm router train` calibrates)
-        k = round(self.config.rate * values.size)
+        k = round(self.config.rate * len(values))
         if k <= 0:
-            self._threshold = float(values[0])
-        elif k >= values.size:
-            self._threshold = float(np.nextafter(values[-1], math.inf))
+            self._threshold = values[0]
+        elif k >= len(values):
+            self._threshold = math.nextafter(values[-1], math.inf)
         else:
-            self._threshold = float((values[k - 1] + values[k]) / 2)
+            self._threshold = (values[k - 1] + values[k]) / 2
 
     def state(self) -> dict[str, Any]:
         return {"scores": list(self.scores), "escalated": list(self.escalated)}
@@ -67,6 +70,7 @@ class TargetRateRule:
         self.escalated.clear()
         self.scores.extend(scores)
         self.escalated.extend(escalated)
+        self._sorted = sorted(self.scores)
         self._update()
 
     def describe(self) -> dict[str, Any]:
