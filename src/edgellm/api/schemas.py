@@ -52,10 +52,13 @@ class _SamplingFields(_Request):
     top_k: int = Field(0, ge=0, le=INT32_MAX)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     ignore_eos: bool = False
-    # EdgeLLM gateway, cascade policies: the longest wait for a higher tier's first token
-    # before the lower tier's answer is served (overrides the policy's)
     escalation_deadline_s: float | None = Field(
-        None, gt=0, le=MAX_ESCALATION_DEADLINE_S, strict=True
+        None,
+        gt=0,
+        le=MAX_ESCALATION_DEADLINE_S,
+        strict=True,
+        description="EdgeLLM gateway, cascade policies: the longest wait in seconds for a higher "
+        "tier's first token before the lower tier's answer is served (overrides the policy's)",
     )
 
     @field_validator("stop")
