@@ -121,6 +121,12 @@ async def _arrivals(
     await asyncio.gather(*tasks)
 
 
+def poisson_gaps(rate: float, seed: int) -> Callable[[], float]:
+    """Successive gaps of a Poisson process of `rate` per second: the same for the same seed."""
+    rng = random.Random(seed)
+    return lambda: rng.expovariate(rate)
+
+
 def _fixed_gap(gap: float) -> Callable[[], float]:
     return lambda: gap
 
@@ -158,9 +164,8 @@ class Poisson:
     ) -> None:
         if settings.rate <= 0:
             raise ValueError("--rate must be positive")
-        rng = random.Random(settings.seed)
         stage = f"poisson-{settings.rate:g}"
-        gaps = lambda: rng.expovariate(settings.rate)  # noqa: E731
+        gaps = poisson_gaps(settings.rate, settings.seed)
         await _arrivals(sessions, run_session, settings.gate(), gaps, stage)
 
 
