@@ -36,8 +36,11 @@ def test_estimate_uses_measured_speeds() -> None:
     assert s.decode_tps == pytest.approx(100, rel=0.01)
     assert s.estimate_s(100, 50) < before
     s.outstanding = 3
-    expected = 3 * s.service_s + 100 / s.prefill_tps + 50 / s.decode_tps + s.rtt_s
-    assert s.estimate_s(100, 50) == pytest.approx(expected)
+    # measured here: 0.61 s per request, 2,000 prompt tok/s, 100 tok/s decode, 10 ms network;
+    # three ahead of it (1.83 s) + 100 prompt tokens (0.05 s) + 50 tokens (0.5 s) + 0.01 s
+    assert s.estimate_s(100, 50) == pytest.approx(2.39, abs=0.01)
+    assert s.estimate_s(200, 50) - s.estimate_s(100, 50) == pytest.approx(0.05, abs=0.001)
+    assert s.estimate_s(100, 100) - s.estimate_s(100, 50) == pytest.approx(0.5, abs=0.005)
 
 
 def test_token_bucket() -> None:
