@@ -68,6 +68,12 @@ def test_greedy_decoding_is_deterministic_and_streaming_matches(
     a = smol_client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     b = smol_client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     assert a.choices[0].message.content == b.choices[0].message.content
+    # and the seed is what fixes it: other seeds give other texts (24 sampled tokens each)
+    others = {
+        smol_client.chat.completions.create(**kwargs | {"seed": seed}).choices[0].message.content  # type: ignore[call-overload]
+        for seed in (1, 2, 3)
+    }
+    assert len(others - {a.choices[0].message.content}) >= 2
 
     chunks = list(
         smol_client.chat.completions.create(
@@ -137,6 +143,12 @@ def test_seeded_sampling_is_reproducible(smol_client: openai.OpenAI) -> None:
     a = smol_client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     b = smol_client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     assert a.choices[0].message.content == b.choices[0].message.content
+    # and the seed is what fixes it: other seeds give other texts (24 sampled tokens each)
+    others = {
+        smol_client.chat.completions.create(**kwargs | {"seed": seed}).choices[0].message.content  # type: ignore[call-overload]
+        for seed in (1, 2, 3)
+    }
+    assert len(others - {a.choices[0].message.content}) >= 2
 
 
 def test_chat_logprobs_with_top_alternatives(smol_client: openai.OpenAI) -> None:
