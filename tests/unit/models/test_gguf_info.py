@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,8 +159,11 @@ def test_gemma_metadata(gemma_path: Path) -> None:
     assert info.chat_template is None  # base model
 
 
-def test_reading_gemma_header_is_fast(gemma_path: Path) -> None:
-    read_gguf_info(gemma_path)  # warm the page cache, as a second server start would
-    started = time.perf_counter()
-    read_gguf_info(gemma_path)
-    assert time.perf_counter() - started < 1.0
+def test_large_arrays_are_skipped_not_decoded(gemma_path: Path) -> None:
+    # what keeps a server start quick: Gemma's 262k-entry vocabulary arrays are stepped over
+    # (their length kept), only short arrays are decoded
+    meta = read_gguf_header(gemma_path).metadata
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
+        assert meta[key] == ArrayValue(262_144, None), key
+    short = [v for v in meta.values() if isinstance(v, ArrayValue) and v.items is not None]
+    assert all(v.length == len(v.items or ()) for v in short)
