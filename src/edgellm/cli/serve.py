@@ -9,6 +9,7 @@ from rich.console import Console
 
 from edgellm.config import EdgeLLMConfig, EngineConfig, ModelConfig, ServerConfig
 from edgellm.errors import EdgeLLMError
+from edgellm.models.bundled import get_bundled
 
 err = Console(stderr=True)
 
@@ -72,7 +73,6 @@ def register(app: typer.Typer) -> None:
         """Serve one model: an EdgeLLM node, as deployed on each edge device."""
         from edgellm.node.server import run
 
-        served = name or (Path(model).stem if model.endswith(".gguf") else model)
         engine = EngineConfig(
             n_threads=threads,
             n_ctx=ctx,
@@ -81,8 +81,21 @@ def register(app: typer.Typer) -> None:
             max_queue=max_queue,
             seed=seed,
         )
-        cfg = EdgeLLMConfig(
-            server=ServerConfig(host=host, port=port),
-            models=[ModelConfig(name=served.replace(" ", "-"), source=model, engine=engine)],
-        )
+        cfg = node_config(model, name=name, host=host, port=port, engine=engine)
         run(cfg, log_level=log_level)
+
+
+def node_config(
+    model: str, *, name: str | None, host: str, port: int, engine: EngineConfig
+) -> EdgeLLMConfig:
+    """What `edgellm node` serves: one model, named `name` (default: the bundled name or the
+    file's stem), in the tier its catalog entry gives (a local file: edge-small)."""
+    served = name or (Path(model).stem if model.endswith(".gguf") else model)
+    bundled = get_bundled(model)
+    served_model = ModelConfig(
+        name=served.replace(" ", "-"),
+        source=model,
+        engine=engine,
+        tier=bundled.tier if bundled is not None else "edge-small",
+    )
+    return EdgeLLMConfig(server=ServerConfig(host=host, port=port), models=[served_model])
