@@ -187,19 +187,25 @@ class Marker(BaseModel):
 def _default_markers() -> list[Marker]:
     return [
         Marker(name="code", pattern=r"```|\bdef \w+\(|#include|\bfunction\b|\bclass \w+[:(]"),
+        # `-` and `/` between digits count only with spaces around them: without, they are
+        # dates, ranges and phone numbers ("exp 12/26", "2019-2021")
         Marker(
-            name="math", pattern=r"\d+\s*[-+*/^=]\s*\d+|\b(integral|derivative|prove|equation)\b"
+            name="math",
+            pattern=r"\d\s*[+*\u00d7\u00f7^=]\s*\d|\d\s+[-/]\s+\d"
+            r"|\b(integral|derivative|prove|equation|solve for)\b",
         ),
         Marker(name="several_questions", pattern=r"\?[^?]+\?"),
     ]
 
 
 def _default_pii() -> dict[str, str]:
+    # tried in this order, the most specific first: text one pattern matched is not seen by
+    # the next (an IBAN's digits would also pass for a card or a phone number)
     return {
         "email": r"[\w.+-]+@[\w-]+\.[\w.-]+",
+        "iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b",
+        "card": r"\b(?:\d[ -]?){12,15}\d\b",
         "phone": r"\+?\d[\d ()-]{8,}\d",
-        "iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}\b",
-        "card": r"\b(?:\d[ -]?){13,16}\b",
     }
 
 
