@@ -38,14 +38,20 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 180) 
 
 
 def start_edgellm_node(
-    model: str, *, threads: int, port: int, parallel: int = 1, ctx: int = 2048
+    model: str,
+    *,
+    threads: int,
+    port: int,
+    parallel: int = 1,
+    ctx: int = 2048,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "edgellm", "node", "--model", model, "--threads", str(threads),
         "--port", str(port), "--ctx", str(ctx), "--parallel", str(parallel),
         "--log-level", "warning",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env=env)
     wait_healthy(proc, f"http://127.0.0.1:{port}")
     return proc
 

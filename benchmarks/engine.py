@@ -8,14 +8,19 @@ the two are measured in alternating rounds (llama-bench one repetition, then our
 are compared. Optionally (--with-llama-cpp-python) also the plain
 `llama_cpp.Llama.create_completion` streaming loop, the straightforward path we replaced.
 
+With --baseline-src DIR (the src/ of another build, e.g. `git worktree add /tmp/base <commit>`),
+a node of that build is measured in the same rounds too, and this build's medians are printed
+as a ratio of the baseline's (target >= 0.98: a refactor must not cost speed).
+
     .venv/bin/python benchmarks/engine.py [--models smollm2-135m-instruct gemma3-270m]
-        [--threads 2] [--repetitions 3] [--with-llama-cpp-python]
+        [--threads 2] [--repetitions 3] [--with-llama-cpp-python] [--baseline-src DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -39,6 +44,7 @@ from edgellm.models import resolve_model
 from edgellm.reference import require_tool
 
 TARGET = 0.85
+BASELINE_TARGET = 0.98
 DECODE_TOKENS = 128
 PREFILL_TOKENS = 512
 
@@ -66,9 +72,11 @@ def llama_bench(model: Path, threads: int) -> Figures:
 class OurServer:
     """Our node server in its own process, measured over HTTP like any client would."""
 
-    def __init__(self, model: str, threads: int, port: int) -> None:
+    def __init__(
+        self, model: str, threads: int, port: int, env: dict[str, str] | None = None
+    ) -> None:
         self.model = model
-        self.proc = start_edgellm_node(model, threads=threads, port=port)
+        self.proc = start_edgellm_node(model, threads=threads, port=port, env=env)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
         self.vocab = int(self.http.get("/v1/models").json()["data"][0]["meta"]["n_vocab"])
         self.rng = random.Random(0)
@@ -132,6 +140,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=18180)
     parser.add_argument("--with-llama-cpp-python", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--baseline-src", type=Path, help="src/ of a build to compare with")
     args = parser.parse_args()
 
     print(machine_line())
@@ -140,14 +149,22 @@ def main() -> int:
     ok = True
     for name in args.models:
         path = resolve_model(name).path
-        ours, ref = [], []
+        ours, ref, base = [], [], []
         server = OurServer(name, args.threads, args.port)
+        baseline = None
         try:
+            if args.baseline_src:
+                env = os.environ | {"PYTHONPATH": str(args.baseline_src.resolve())}
+                baseline = OurServer(name, args.threads, args.port + 1, env=env)
             for _ in range(args.repetitions):
                 ref.append(llama_bench(path, args.threads))
                 ours.append(server.measure())
+                if baseline is not None:
+                    base.append(baseline.measure())
         finally:
             server.close()
+            if baseline is not None:
+                baseline.close()
         rows = [
             ("decode tok/s (tg128)", [f.decode_tps for f in ours], [f.decode_tps for f in ref]),
             ("prefill tok/s (pp512)", [f.prefill_tps for f in ours], [f.prefill_tps for f in ref]),
@@ -170,6 +187,21 @@ def main() -> int:
             )
             print(f"{'  rounds':24} {rounds(mine):>13} {rounds(theirs):>12}")
             figures[label] = {"edgellm": mine, "llama_bench": theirs, "ratio": ratio}
+        if base:
+            print(f"{'against --baseline-src':24} {'this build':>13} {'baseline':>12} {'ratio':>7}")
+            for label, attr in (("decode tok/s", "decode_tps"), ("prefill tok/s", "prefill_tps")):
+                mine_v = [getattr(f, attr) for f in ours]
+                base_v = [getattr(f, attr) for f in base]
+                ratio = statistics.median(mine_v) / statistics.median(base_v)
+                ok = ok and ratio >= BASELINE_TARGET
+                verdict = "ok" if ratio >= BASELINE_TARGET else "BELOW"
+                print(
+                    f"{label:24} {statistics.median(mine_v):13.1f} "
+                    f"{statistics.median(base_v):12.1f} {ratio:7.2f}  >= {BASELINE_TARGET} "
+                    f"{verdict}"
+                )
+                print(f"{'  rounds':24} {rounds(mine_v):>13} {rounds(base_v):>12}")
+                figures[f"{label} vs baseline"] = {"edgellm": mine_v, "baseline": base_v}
         if plain:
             decode_ratio = plain.decode_tps / statistics.median(r.decode_tps for r in ref)
             prefill_ratio = plain.prefill_tps / statistics.median(r.prefill_tps for r in ref)
