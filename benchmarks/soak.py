@@ -685,7 +685,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         "cut_streams": t.cut_streams,
     }
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    return SoakReport(
+    report = SoakReport(
         config,
         round(time.monotonic() - started, 1),
         served,
@@ -696,6 +696,8 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         outstanding,
         str(log_dir),
     )
+    (log_dir / "report.json").write_text(json.dumps(asdict(report), indent=2))
+    return report
 
 
 @dataclass
@@ -743,7 +745,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--restarts", type=int, default=1, help="node kills (alternating nodes)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-dir", type=Path, default=None, help="process logs (default: tmp)")
+    parser.add_argument(
+        "--log-dir", type=Path, default=None, help="process logs and report.json (default: tmp)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     cfg = SoakConfig(
@@ -757,7 +761,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     print(f"machine: {os.cpu_count()} CPUs, nice {os.nice(0)}", flush=True)
     report = run_soak(cfg)
-    text = json.dumps(asdict(report), indent=2, default=str)
+    text = Path(report.log_dir, "report.json").read_text()
     print(text)
     if args.json is not None:
         args.json.write_text(text)
