@@ -68,12 +68,12 @@ def test_greedy_decoding_is_deterministic_and_streaming_matches(
     a = smol_client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     b = smol_client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     assert a.choices[0].message.content == b.choices[0].message.content
-    # and the seed is what fixes it: other seeds give other texts (24 sampled tokens each)
-    others = {
+    # greedy decoding does not depend on a seed
+    seeded = {
         smol_client.chat.completions.create(**kwargs | {"seed": seed}).choices[0].message.content  # type: ignore[call-overload]
-        for seed in (1, 2, 3)
+        for seed in (1, 2)
     }
-    assert len(others - {a.choices[0].message.content}) >= 2
+    assert seeded == {a.choices[0].message.content}
 
     chunks = list(
         smol_client.chat.completions.create(
