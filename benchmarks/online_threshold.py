@@ -118,7 +118,7 @@ def warm_feedback(calib: Pool, fixed: float) -> tuple[FeedbackRule, float]:
         warm.observe(float(s))
         warm.learn(float(s), kept=True, outcome=float(small))
         warm.learn(float(s), kept=False, outcome=float(large))
-    p_small = float(warm.p_right(np.array([fixed]))[0])
+    p_small = float(warm.p_right(np.array([fixed]), optimism=config.optimism)[0])
     price = min(max(warm.escalated_accuracy - p_small, 0.0), 1.0)
     rule = FeedbackRule(FeedbackThresholdConfig(escalation_cost=price), fixed)
     rule.restore(warm.state())
