@@ -378,7 +378,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     @app.post(
         "/v1/loglikelihood",
         response_model=None,
-        responses={200: {"model": LoglikelihoodResponse}} | openapi.errors(openapi.MODEL),
+        responses=openapi.answer(LoglikelihoodResponse),
     )
     async def loglikelihood(
         body: LoglikelihoodRequestBody, request: Request
@@ -409,7 +409,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     @app.post(
         "/tokenize",
         response_model=None,
-        responses={200: {"model": TokenizeResponse}} | openapi.errors(openapi.MODEL),
+        responses=openapi.answer(TokenizeResponse),
     )
     async def tokenize(
         body: TokenizeRequest, request: Request
@@ -425,7 +425,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     @app.post(
         "/detokenize",
         response_model=None,
-        responses={200: {"model": DetokenizeResponse}} | openapi.errors(openapi.MODEL),
+        responses=openapi.answer(DetokenizeResponse),
     )
     async def detokenize(
         body: DetokenizeRequest, request: Request
@@ -474,11 +474,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
     @app.get(
         "/health",
         response_model=None,
-        responses={
-            200: {"model": HealthResponse, "description": "Every model is loaded"},
-            503: {"model": HealthResponse, "description": "Models are loading, or failed to"},
-        }
-        | openapi.errors(openapi.OPEN),
+        responses=openapi.health(HealthResponse),
     )
     async def health() -> JSONResponse:
         if pool is None or pool.state is PoolState.READY:
