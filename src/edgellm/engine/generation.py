@@ -53,6 +53,8 @@ class ActiveGeneration:
     def accept(self, index: int) -> FinishReason | None:
         """Sample from output `index`, stream its text; a reason if the generation ends here."""
         model, req = self.model, self.job.request
+        if req.max_tokens == 0:  # the prompt alone (echo, its log-probs): nothing is sampled
+            return FinishReason.LENGTH
         token = self.sampler.sample(index)
         self.n_gen += 1
         if self.n_gen == 1:
