@@ -89,6 +89,9 @@ class _Clock:
             r.server_decode_tps = r.server.decode_tps
 
 
+_CUT_SHORT = "stream cut short: the server closed it before its final message"
+
+
 def _error_text(body: bytes) -> str:
     try:
         data = json.loads(body)
@@ -134,6 +137,7 @@ class OpenAIProtocol:
         else:
             path, body["prompt"] = "/v1/completions", spec.prompt
         clock = _Clock(record, on_token)
+        ended = False
         async with client.stream("POST", path, json=body) as response:
             record.status = response.status_code
             if response.status_code != 200:
@@ -145,6 +149,7 @@ class OpenAIProtocol:
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
+                    ended = True
                     break
                 chunk = json.loads(payload)
                 if "error" in chunk:
@@ -163,6 +168,8 @@ class OpenAIProtocol:
                         clock.content(text)
                     if choice.get("finish_reason"):
                         record.finish_reason = choice["finish_reason"]
+        if record.ok and not ended and record.finish_reason is None:
+            record.ok, record.error = False, _CUT_SHORT
         clock.finish()
 
 
@@ -191,6 +198,7 @@ class OllamaProtocol:
                 record.ok, record.error = False, _error_text(await response.aread())
                 clock.finish()
                 return
+            ended = False
             async for line in _lines(response):
                 obj = json.loads(line)
                 if "error" in obj:
@@ -200,10 +208,13 @@ class OllamaProtocol:
                 if text:
                     clock.content(text)
                 if obj.get("done"):
+                    ended = True
                     record.finish_reason = obj.get("done_reason")
                     record.server = parse_server_timings(obj)
                     record.prompt_tokens = obj.get("prompt_eval_count")
                     record.completion_tokens = obj.get("eval_count")
+        if record.ok and not ended:
+            record.ok, record.error = False, _CUT_SHORT
         clock.finish()
 
 

@@ -10,6 +10,8 @@ duration reached); requests in flight finish and are recorded.
 - `poisson`: sessions start as a Poisson process of mean `--rate` (seeded).
 - `sweep`: synchronous, then as fast as possible (concurrency N), then `--sweep-points` constant
   rates evenly spaced between the two measured rates; each a stage with its own budget.
+- `search`: the highest constant (or Poisson) rate whose SLO attainment stays at or above a
+  target, by bounded bisection (`bench/search.py`); each step a short stage.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edgellm.bench.search import SearchResult, SearchSettings, StepMeasure, bisect_capacity
 from edgellm.bench.workloads import Session
 
 
@@ -72,6 +75,10 @@ class LoadSettings:
     seed: int = 0
     max_requests: int | None = None
     max_duration_s: float | None = None
+    search: SearchSettings | None = None
+    judge: Callable[[str], StepMeasure] | None = None
+    """SLO verdict of a finished stage, by its name (the search's feedback)."""
+    on_search: Callable[[SearchResult], None] | None = None
 
     def gate(self) -> Gate:
         return Gate(self.max_requests, self.max_duration_s)
@@ -188,12 +195,46 @@ class Sweep:
             )
 
 
+class Search:
+    async def run(
+        self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
+    ) -> None:
+        search, judge = settings.search, settings.judge
+        if search is None or judge is None:
+            raise ValueError("--load search needs --slo (and a target attainment)")
+        if not sessions:
+            return
+        offset = 0
+
+        async def measure(step: int, rate: float, stage: str) -> StepMeasure:
+            nonlocal offset
+            # each step starts where the previous one stopped in the workload, so that a
+            # workload with enough distinct sessions does not repeat a prompt
+            # (a repeat is a prefix-cache hit)
+            count = search.requests
+            chosen = [sessions[(offset + k) % len(sessions)] for k in range(count)]
+            offset += count
+            gaps = (
+                poisson_gaps(rate, settings.seed + step)
+                if search.arrivals == "poisson"
+                else _fixed_gap(1.0 / rate)
+            )
+            gate = Gate(search.requests, search.duration_s)
+            await _arrivals(chosen, run_session, gate, gaps, stage)
+            return judge(stage)
+
+        result = await bisect_capacity(measure, settings.rate, search)
+        if settings.on_search is not None:
+            settings.on_search(result)
+
+
 PROFILES: dict[str, Callable[[], LoadProfile]] = {
     "synchronous": Synchronous,
     "concurrent": Concurrent,
     "constant": Constant,
     "poisson": Poisson,
     "sweep": Sweep,
+    "search": Search,
 }
 
 

@@ -40,6 +40,9 @@ class RequestRecord(BaseModel):
     turn: int = 0
     start_s: float = Field(description="unix time the request was sent")
     ok: bool = True
+    cancelled: bool = Field(
+        False, description="stopped by the benchmark itself (Ctrl-C), not by the server"
+    )
     status: int | None = None
     error: str | None = None
     ttft_s: float | None = None

@@ -7,8 +7,11 @@ Run directory layout (all plain files, see docs/testbed.md):
   records.jsonl     one RequestRecord per request (appended as each finishes)
   sessions.done     ids of finished sessions (what `--resume` skips)
   samples.jsonl     resource samples (CPU %, RSS, phase)
-  summary.json      table, percentiles, CV by context length, energy and cost
+  summary.json      table, percentiles, CV by context length, energy and cost, SLO figures
+  search.json       `--load search`: the rates it walked and the capacity it found
   server.log        the local node's log (when bench started it)
+  repeat-NN/        `--repeat N`: one such directory per run; the top-level summary.json
+                    holds every figure's mean and 95 % interval across them
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,16 +36,25 @@ from edgellm.bench.environment import environment, model_description
 from edgellm.bench.load import Gate, LoadSettings, get_load_profile
 from edgellm.bench.records import RequestRecord, ResourceSample
 from edgellm.bench.resources import PhaseTracker, ResourceSampler, metrics_probe, pid_probe
+from edgellm.bench.search import SearchResult, SearchSettings, StepMeasure
+from edgellm.bench.slo import evaluate
 from edgellm.bench.tokenizers import LocalTokenizer, ServerTextTokenizer
-from edgellm.bench.workloads import Session, Tokenizer, WorkloadOptions, get_workload
-from edgellm.report.analysis import RunSummary, summarize
+from edgellm.bench.workloads import (
+    Session,
+    Tokenizer,
+    WorkloadError,
+    WorkloadOptions,
+    get_workload,
+)
+from edgellm.report.analysis import RunSummary, summarize, summarize_repeats
 
-CONFIG, RECORDS, SAMPLES, SUMMARY, DONE = (
+CONFIG, RECORDS, SAMPLES, SUMMARY, DONE, SEARCH = (
     "config.json",
     "records.jsonl",
     "samples.jsonl",
     "summary.json",
     "sessions.done",
+    "search.json",
 )
 
 
@@ -67,6 +81,10 @@ class BenchConfig(BaseModel):
     threads: int = 0
     ctx: int = 4096
     timeout_s: float = 600.0
+    slo: dict[str, float] | None = Field(None, description="per-request bounds in seconds")
+    search: SearchSettings | None = Field(None, description="--load search")
+    repeat: int = Field(1, ge=1, description="run the workload this many times")
+    restart_between: bool = Field(True, description="repeats: restart the local node")
 
 
 class Hooks:
@@ -209,13 +227,35 @@ class _Replay:
 
         try:
             await measure(self.client, spec, record, api=self.cfg.api, on_token=on_token)
+        except asyncio.CancelledError:
+            # stopped by us (Ctrl-C), not by the server: kept, but out of every figure
+            record.ok, record.cancelled, record.error = False, True, "cancelled by the benchmark"
+            self._write(record)
+            raise
         finally:
             self.phases.end(record.request_id)
+        self._write(record)
+        self.hooks.finished(record)
+        return record
+
+    def _write(self, record: RequestRecord) -> None:
         self.records.append(record)
         with (self.run_dir / RECORDS).open("a", encoding="utf-8") as out:
             out.write(record.model_dump_json() + "\n")
-        self.hooks.finished(record)
-        return record
+
+    def judge(self, stage: str) -> StepMeasure:
+        """The SLO verdict of a finished stage (the capacity search's feedback)."""
+        result = evaluate(
+            [r for r in self.records if r.stage == stage and not r.warmup],
+            self.cfg.slo or {},
+            stage,
+        )
+        return StepMeasure(
+            attainment=result.attainment,
+            goodput_rps=result.goodput_rps,
+            goodput_tps=result.goodput_tps,
+            requests=result.counted,
+        )
 
     async def session(self, session: Session, gate: Gate, stage: str) -> None:
         if session.prompt is not None:
@@ -243,9 +283,8 @@ class _Replay:
             history = [*messages, {"role": "assistant", "content": answer}]
         self._mark_done(session)
 
-    async def warmup(self, sessions: list[Session], n: int) -> None:
-        for k in range(n):
-            session = sessions[k % len(sessions)]
+    async def warmup(self, sessions: list[Session]) -> None:
+        for session in sessions:
             if session.prompt is not None:
                 spec = self._spec(session, None)
             else:
@@ -255,6 +294,15 @@ class _Replay:
     def _mark_done(self, session: Session) -> None:
         with (self.run_dir / DONE).open("a", encoding="utf-8") as out:
             out.write(session.id + "\n")
+
+
+def check_config(cfg: BenchConfig) -> None:
+    """Everything that can be checked before a directory is created or a server started."""
+    get_load_profile(cfg.load)
+    if cfg.load == "search" and (not cfg.slo or cfg.search is None):
+        raise WorkloadError("--load search needs --slo and its settings (--target, ...)")
+    if cfg.workload != "synthetic":  # the synthetic workload needs the server's tokenizer
+        get_workload(cfg.workload).sessions(cfg.workload_options, None)
 
 
 def run_bench(
@@ -267,19 +315,62 @@ def run_bench(
 ) -> RunSummary:
     """Run (or resume) the benchmark described by `cfg` into `run_dir`; return its summary."""
     hooks = hooks or Hooks()
+    check_config(cfg)
+    if cfg.repeat > 1:
+        return _run_repeats(cfg, run_dir, hooks, resume, accuracy)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with _server(cfg, run_dir) as server:
+        return _run_once(cfg, run_dir, server, hooks, resume, accuracy)
+
+
+def repeat_dirs(run_dir: Path, cfg: BenchConfig) -> list[Path]:
+    return [run_dir / f"repeat-{i:02d}" for i in range(1, cfg.repeat + 1)]
+
+
+def _run_repeats(
+    cfg: BenchConfig,
+    run_dir: Path,
+    hooks: Hooks,
+    resume: bool,
+    accuracy: dict[str, dict[str, float]] | None,
+) -> RunSummary:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG).write_text(cfg.model_dump_json(indent=2) + "\n")
+    single = cfg.model_copy(update={"repeat": 1})
+    with contextlib.ExitStack() as stack:
+        shared = None
+        if not cfg.restart_between and not cfg.url:
+            shared = stack.enter_context(_server(single, run_dir))
+        for sub in repeat_dirs(run_dir, cfg):
+            if resume and (sub / SUMMARY).exists():
+                continue
+            sub.mkdir(exist_ok=True)
+            with nullcontext(shared) if shared else _server(single, sub) as server:
+                _run_once(single, sub, server, hooks, resume and (sub / CONFIG).exists(), None)
+    return finalize(run_dir, cfg, accuracy=accuracy)
+
+
+def _run_once(
+    cfg: BenchConfig,
+    run_dir: Path,
+    server: tuple[str, int | None, dict[str, Any]],
+    hooks: Hooks,
+    resume: bool,
+    accuracy: dict[str, dict[str, float]] | None,
+) -> RunSummary:
+    root, pid, profile_applied = server
+    if cfg.workload == "synthetic" and cfg.workload_options.salt is None:
+        options = cfg.workload_options.model_copy(update={"salt": secrets.token_hex(4)})
+        cfg = cfg.model_copy(update={"workload_options": options})
     done = _prepare_resume(run_dir) if resume else set()
     if not resume:
-        for name in (RECORDS, SAMPLES, DONE):
+        for name in (RECORDS, SAMPLES, DONE, SEARCH):
             (run_dir / name).unlink(missing_ok=True)
     (run_dir / CONFIG).write_text(cfg.model_dump_json(indent=2) + "\n")
     env = environment()
     phases = PhaseTracker()
     rapl_start = read_rapl_uj()
-    with (
-        _server(cfg, run_dir) as (root, pid, profile_applied),
-        httpx.Client(base_url=root, timeout=60.0) as sync_client,
-    ):
+    with httpx.Client(base_url=root, timeout=60.0) as sync_client:
         env["device_emulation"] = profile_applied or None
         (run_dir / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
         card = _model_card(sync_client, cfg)
@@ -287,17 +378,19 @@ def run_bench(
             json.dumps(model_description(card, cfg.model), indent=2) + "\n"
         )
         tokenizer = _tokenizer(sync_client, cfg, card) if cfg.workload == "synthetic" else None
-        sessions = get_workload(cfg.workload).sessions(cfg.workload_options, tokenizer)
+        workload = get_workload(cfg.workload)
+        sessions = workload.sessions(cfg.workload_options, tokenizer)
+        warmups = workload.warmup(cfg.workload_options, tokenizer, cfg.warmup)
         todo = [s for s in sessions if s.id not in done]
         planned = sum(s.n_requests for s in todo)
-        if cfg.max_requests is not None and cfg.load != "sweep":
+        if cfg.max_requests is not None and cfg.load not in ("sweep", "search"):
             planned = min(planned, cfg.max_requests)
         hooks.planned(planned)
         probe = pid_probe(pid) if pid is not None else metrics_probe(f"{root}/metrics", sync_client)
         source = f"pid:{pid}" if pid is not None else f"{root}/metrics"
         sampler = ResourceSampler(probe, source, phases, cfg.sample_interval_s).start()
         try:
-            asyncio.run(_drive(cfg, root, run_dir, phases, hooks, sessions, todo))
+            asyncio.run(_drive(cfg, root, run_dir, phases, hooks, warmups, todo))
         finally:
             samples = sampler.stop()
             with (run_dir / SAMPLES).open("a", encoding="utf-8") as out:
@@ -311,7 +404,7 @@ async def _drive(
     run_dir: Path,
     phases: PhaseTracker,
     hooks: Hooks,
-    sessions: list[Session],
+    warmups: list[Session],
     todo: list[Session],
 ) -> None:
     timeout = httpx.Timeout(connect=10.0, read=cfg.timeout_s, write=30.0, pool=cfg.timeout_s)
@@ -319,8 +412,11 @@ async def _drive(
     async with httpx.AsyncClient(base_url=root, timeout=timeout, limits=limits) as client:
         first_id = len(load_records(run_dir / RECORDS))
         replay = _Replay(cfg, client, run_dir, phases, hooks, first_id)
-        if cfg.warmup and sessions:
-            await replay.warmup(sessions, cfg.warmup)
+        await replay.warmup(warmups)
+
+        def on_search(result: SearchResult) -> None:
+            (run_dir / SEARCH).write_text(result.model_dump_json(indent=2) + "\n")
+
         settings = LoadSettings(
             concurrency=cfg.concurrency,
             rate=cfg.rate,
@@ -328,6 +424,9 @@ async def _drive(
             seed=cfg.seed,
             max_requests=cfg.max_requests,
             max_duration_s=cfg.max_duration_s,
+            search=cfg.search,
+            judge=replay.judge,
+            on_search=on_search,
         )
         await get_load_profile(cfg.load).run(todo, replay.session, settings)
 
@@ -341,6 +440,12 @@ def finalize(
 ) -> RunSummary:
     """(Re)compute summary.json from the raw records and samples of `run_dir`."""
     cfg = cfg or BenchConfig.model_validate_json((run_dir / CONFIG).read_text())
+    if cfg.repeat > 1:
+        runs = [d for d in repeat_dirs(run_dir, cfg) if (d / CONFIG).exists()]
+        parts = [(load_records(d / RECORDS), finalize(d)) for d in runs]
+        summary = summarize_repeats(parts, cfg.slo, accuracy)
+        (run_dir / SUMMARY).write_text(summary.model_dump_json(indent=2) + "\n")
+        return summary
     records = load_records(run_dir / RECORDS)
     samples = sorted(load_samples(run_dir / SAMPLES), key=lambda s: s.t_s)
     energy = None
@@ -350,6 +455,18 @@ def finalize(
         energy = energy_summary(
             records, samples, get_profile(cfg.power_profile), cfg.cost, rapl
         ).model_dump()
-    summary = summarize(records, samples, accuracy, energy)
+    search_path = run_dir / SEARCH
+    search = (
+        SearchResult.model_validate_json(search_path.read_text()) if search_path.exists() else None
+    )
+    summary = summarize(
+        records,
+        samples,
+        accuracy,
+        energy,
+        slo=cfg.slo,
+        search=search,
+        sample_interval_s=cfg.sample_interval_s,
+    )
     (run_dir / SUMMARY).write_text(summary.model_dump_json(indent=2) + "\n")
     return summary

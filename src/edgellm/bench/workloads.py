@@ -50,16 +50,44 @@ class WorkloadOptions(BaseModel):
     requests_per_length: int = Field(5, ge=1, description="synthetic: prompts per length")
     path: Path | None = Field(None, description="file: JSONL of prompts/conversations")
     seed: int = 0
+    salt: str | None = Field(
+        None,
+        description="synthetic: mixed with the seed into the choice of text; each run gets its "
+        "own (kept in config.json for --resume), since a server keeps its caches between runs "
+        "and the same prompts sent again would be prefix-cache hits",
+    )
 
 
 class Tokenizer(Protocol):
-    def tokenize(self, text: str) -> list[int]: ...
+    def tokenize(self, text: str) -> list[int]:
+        """Text → tokens, without the special tokens (BOS) the server adds to a prompt."""
+        ...
 
     def detokenize(self, tokens: list[int]) -> str: ...
+
+    def added_special_tokens(self) -> int:
+        """How many special tokens (BOS, EOS) the model adds to a text prompt."""
+        ...
 
 
 class Workload(Protocol):
     def sessions(self, options: WorkloadOptions, tokenizer: Tokenizer | None) -> list[Session]: ...
+
+    def warmup(
+        self, options: WorkloadOptions, tokenizer: Tokenizer | None, n: int
+    ) -> list[Session]:
+        """`n` warm-up sessions whose prompts are none of the measured ones (a measured prompt
+        sent during warm-up would be a prefix-cache hit when measured)."""
+        ...
+
+
+def _chat_warmup(n: int) -> list[Session]:
+    # no workload's measured prompt starts like this, so none shares a prefix with it beyond
+    # the chat template's own
+    return [
+        Session(id=f"warmup-{k}", user_turns=[f"Warm-up request {k + 1}: reply with one word."])
+        for k in range(n)
+    ]
 
 
 class OasstWorkload:
@@ -84,6 +112,11 @@ class OasstWorkload:
                 break
         return sessions
 
+    def warmup(
+        self, options: WorkloadOptions, tokenizer: Tokenizer | None, n: int
+    ) -> list[Session]:
+        return _chat_warmup(n)
+
 
 _FILLER_SOURCE = ("oasst1", "oasst1-validation-en.threads-5plus.jsonl")
 
@@ -98,6 +131,11 @@ def _filler_words() -> list[str]:
 
 def exact_length_text(tokenizer: Tokenizer, words: list[str], n_tokens: int) -> str:
     """A text that the tokenizer turns into exactly `n_tokens` tokens (no special tokens)."""
+    return _exact_length(tokenizer, words, n_tokens)[0]
+
+
+def _exact_length(tokenizer: Tokenizer, words: list[str], n_tokens: int) -> tuple[str, int]:
+    """`exact_length_text` and the text's first token."""
     text = " ".join(words)
     tokens = tokenizer.tokenize(text)
     while len(tokens) < n_tokens + 8:
@@ -108,36 +146,77 @@ def exact_length_text(tokenizer: Tokenizer, words: list[str], n_tokens: int) -> 
         text = tokenizer.detokenize(candidate)
         got = len(tokenizer.tokenize(text))
         if got == n_tokens:
-            return text
+            return text, candidate[0]
         # detokenize/tokenize did not round-trip at the cut: move the cut by the difference
         candidate = tokens[: len(candidate) + (n_tokens - got)]
     raise WorkloadError(f"could not build a prompt of exactly {n_tokens} tokens")
 
 
 class SyntheticWorkload:
-    """Completion prompts of exact token lengths (different text each, so no prefix-cache hits)
-    and a fixed output length (`ignore_eos`)."""
+    """Completion prompts of exact token lengths and a fixed output length (`ignore_eos`).
+
+    The length is the prompt as the server counts it: special tokens the model adds (Gemma's
+    BOS) are part of it. No two prompts, warm-up ones included, start with the same token, so
+    no request can reuse another's cache (a prefix shared by even one token would be a hit).
+    """
 
     def sessions(self, options: WorkloadOptions, tokenizer: Tokenizer | None) -> list[Session]:
+        return self._build(options, tokenizer, options.seed, options.requests_per_length, set())
+
+    def warmup(
+        self, options: WorkloadOptions, tokenizer: Tokenizer | None, n: int
+    ) -> list[Session]:
+        if n == 0:
+            return []
+        measured = self._build(options, tokenizer, options.seed, options.requests_per_length, set())
+        used = {int(s.meta["first_token"]) for s in measured}
+        one = options.model_copy(update={"prompt_tokens": options.prompt_tokens[:1]})
+        sessions = self._build(one, tokenizer, options.seed + 1, n, used, prefix="warmup")
+        return sessions
+
+    def _build(
+        self,
+        options: WorkloadOptions,
+        tokenizer: Tokenizer | None,
+        seed: int,
+        per_length: int,
+        used: set[int],
+        prefix: str = "synthetic",
+    ) -> list[Session]:
         if tokenizer is None:
             raise WorkloadError("the synthetic workload needs a tokenizer (server or local)")
+        special = tokenizer.added_special_tokens()
         words = _filler_words()
-        rng = random.Random(options.seed)
+        rng = random.Random(f"{seed}:{options.salt or ''}")
         sessions = []
         for n in options.prompt_tokens:
-            for k in range(options.requests_per_length):
-                start = rng.randrange(len(words))
-                sample = words[start:] + words[:start]
+            if n <= special:
+                raise WorkloadError(
+                    f"--prompt-tokens {n}: the model adds {special} special token(s) itself"
+                )
+            for k in range(per_length):
+                for _ in range(_FIRST_TOKEN_TRIES):
+                    start = rng.randrange(len(words))
+                    sample = words[start:] + words[:start]
+                    text, first = _exact_length(tokenizer, sample[: n * 2 + 16], n - special)
+                    if first not in used:
+                        break
+                else:
+                    raise WorkloadError("could not find prompts that start with different tokens")
+                used.add(first)
                 sessions.append(
                     Session(
-                        id=f"synthetic-{n}-{k}",
-                        prompt=exact_length_text(tokenizer, sample[: n * 2 + 16], n),
+                        id=f"{prefix}-{n}-{k}",
+                        prompt=text,
                         max_tokens=options.output_tokens,
                         ignore_eos=True,
-                        meta={"target_prompt_tokens": n},
+                        meta={"target_prompt_tokens": n, "first_token": first},
                     )
                 )
         return sessions
+
+
+_FIRST_TOKEN_TRIES = 200
 
 
 class FileWorkload:
@@ -153,6 +232,7 @@ class FileWorkload:
             lines = options.path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise WorkloadError(f"cannot read {options.path}: {exc}") from exc
+        bad: list[str] = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -160,10 +240,26 @@ class FileWorkload:
                 item = json.loads(line)
                 sessions.append(_file_session(item, number))
             except (ValueError, TypeError, KeyError) as exc:
-                raise WorkloadError(f"{options.path}:{number}: {exc}") from exc
+                bad.append(f"{options.path}:{number}: {exc}")
+        if bad:
+            shown = bad[:MAX_BAD_LINES]
+            more = len(bad) - len(shown)
+            tail = [f"... and {more} more bad line(s)"] if more else []
+            raise WorkloadError(f"{len(bad)} bad line(s):\n" + "\n".join(shown + tail))
         if not sessions:
             raise WorkloadError(f"{options.path} has no items")
         return sessions
+
+    def warmup(
+        self, options: WorkloadOptions, tokenizer: Tokenizer | None, n: int
+    ) -> list[Session]:
+        items = self.sessions(options, tokenizer)
+        if all(s.prompt is not None for s in items):
+            return [Session(id=f"warmup-{k}", prompt=f"Warm-up request {k + 1}.") for k in range(n)]
+        return _chat_warmup(n)
+
+
+MAX_BAD_LINES = 10
 
 
 def _file_session(item: Any, number: int) -> Session:

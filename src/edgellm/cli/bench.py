@@ -20,8 +20,10 @@ from edgellm.bench.devices import PROFILES
 from edgellm.bench.energy import CostSettings
 from edgellm.bench.load import PROFILES as LOAD_PROFILES
 from edgellm.bench.records import RequestRecord
-from edgellm.bench.run import CONFIG, BenchConfig, Hooks, run_bench
-from edgellm.bench.workloads import WORKLOADS, WorkloadOptions
+from edgellm.bench.run import CONFIG, RECORDS, BenchConfig, Hooks, check_config, run_bench
+from edgellm.bench.search import SearchSettings
+from edgellm.bench.slo import SloError, parse_slo
+from edgellm.bench.workloads import WORKLOADS, WorkloadError, WorkloadOptions
 
 console = Console(highlight=False)
 
@@ -58,6 +60,33 @@ def _ints(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError as exc:
         raise typer.BadParameter(f"expected comma-separated integers, got '{text}'") from exc
+
+
+def _slo(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    try:
+        return parse_slo(text)
+    except SloError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--slo") from exc
+
+
+def _precision(text: str) -> tuple[float, bool]:
+    """`0.1` (req/s) or `5%` (of the passing rate)."""
+    relative = text.strip().endswith("%")
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"'{text}': expected req/s (0.1) or a percentage (5%)", param_hint="--search-precision"
+        ) from exc
+    if value <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--search-precision")
+    return (value / 100 if relative else value), relative
+
+
+def _has_records(run_dir: Path) -> bool:
+    return any(p.stat().st_size for p in run_dir.rglob(RECORDS)) if run_dir.exists() else False
 
 
 def register(app: typer.Typer) -> None:
@@ -109,6 +138,23 @@ def register(app: typer.Typer) -> None:
             None, help="continue an interrupted run directory (its config is reused)"
         ),
         report: bool = typer.Option(True, help="write plots and report.html at the end"),
+        slo: str | None = typer.Option(
+            None,
+            help="per-request bounds, any of ttft, itl (largest gap), tpot, e2e, "
+            "e.g. ttft=2s,tpot=50ms,e2e=60s: attainment and goodput in the summary",
+        ),
+        target: float = typer.Option(0.95, help="search: SLO attainment to keep (0-1]"),
+        search_precision: str = typer.Option(
+            "0.1", help="search: stop when the bracket is this narrow: req/s (0.1) or 5%"
+        ),
+        search_max_steps: int = typer.Option(8, help="search: at most this many rates"),
+        search_requests: int = typer.Option(20, help="search: requests measured per rate"),
+        search_duration: float | None = typer.Option(None, help="search: seconds per rate"),
+        search_arrivals: str = typer.Option("constant", help="search: constant | poisson"),
+        repeat: int = typer.Option(1, help="run the workload N times: means with 95 % CIs"),
+        restart_between: bool = typer.Option(
+            True, help="repeats: restart the local node between runs"
+        ),
     ) -> None:
         """Replay a workload under a load profile and measure every request."""
         if resume is not None:
@@ -127,6 +173,28 @@ def register(app: typer.Typer) -> None:
             if history not in ("model", "dataset") or api not in ("openai", "ollama"):
                 console.print("[red]error:[/red] --history model|dataset, --api openai|ollama")
                 raise typer.Exit(2)
+            limits = _slo(slo)
+            search = None
+            if load == "search":
+                if limits is None:
+                    raise typer.BadParameter("--load search needs --slo", param_hint="--slo")
+                if not 0 < target <= 1 or search_arrivals not in ("constant", "poisson"):
+                    raise typer.BadParameter(
+                        "--target in (0, 1], --search-arrivals constant|poisson",
+                        param_hint="--target",
+                    )
+                precision, relative = _precision(search_precision)
+                search = SearchSettings(
+                    target=target,
+                    precision=precision,
+                    relative=relative,
+                    max_steps=search_max_steps,
+                    requests=search_requests,
+                    duration_s=search_duration,
+                    arrivals=search_arrivals,
+                )
+            if repeat < 1:
+                raise typer.BadParameter("must be at least 1", param_hint="--repeat")
             cfg = BenchConfig(
                 model=model,
                 url=url,
@@ -159,7 +227,17 @@ def register(app: typer.Typer) -> None:
                 ),
                 threads=threads,
                 ctx=ctx,
+                slo=limits,
+                search=search,
+                repeat=repeat,
+                restart_between=restart_between,
             )
+            try:
+                check_config(cfg)
+            except (WorkloadError, ValueError) as exc:
+                # nothing was created or started yet
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(2) from exc
             run_dir = out or Path("runs") / (
                 f"bench-{workload}-{model.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
             )
@@ -185,11 +263,13 @@ def register(app: typer.Typer) -> None:
             summary = finalize(run_dir, cfg)
         except Exception as exc:
             console.print(f"[red]error:[/red] {exc}")
-            console.print(f"[dim]finished requests are kept; resume with --resume {run_dir}")
+            if _has_records(run_dir):
+                console.print(f"[dim]finished requests are kept; resume with --resume {run_dir}")
             raise typer.Exit(1) from exc
-        from edgellm.report.tables import print_table
+        from edgellm.report.tables import print_extras, print_table
 
         print_table(console, summary)
+        print_extras(console, summary)
         if report:
             from edgellm.report.html import write_report
 

@@ -20,23 +20,35 @@ def register(app: typer.Typer) -> None:
         accuracy: Path | None = typer.Option(
             None, help="directory of `edgellm eval` outputs to add to the table"
         ),
-        out: Path | None = typer.Option(None, help="--compare: where compare.html goes"),
+        out: Path | None = typer.Option(
+            None,
+            help="--compare: where compare.html goes (default: compare-A-vs-B beside RUN_DIR)",
+        ),
     ) -> None:
         """Recompute the summary from raw records; write report.html, CSV and PNG plots."""
         for path in (run_dir, compare):
-            if path is not None and not (path / "records.jsonl").exists():
+            if path is not None and not (
+                (path / "records.jsonl").exists() or any(path.glob("repeat-*/records.jsonl"))
+            ):
                 console.print(f"[red]error:[/red] {path} is not a bench run (no records.jsonl)")
                 raise typer.Exit(2)
         if compare is not None:
             target = out or run_dir.parent / f"compare-{run_dir.name}-vs-{compare.name}"
-            console.print(f"comparison: {write_comparison(run_dir, compare, target)}")
+            from edgellm.report.html import comparison_rows
+
+            path = write_comparison(run_dir, compare, target)
+            method, header, rows = comparison_rows(run_dir, compare)
+            from edgellm.report.tables import print_rows
+
+            print_rows(console, f"{compare.name} vs {run_dir.name}: {method}", header, rows)
+            console.print(f"comparison: {path}")
             return
         path = write_report(run_dir, accuracy)
         from edgellm.bench.run import finalize
         from edgellm.report.html import load_accuracy
-        from edgellm.report.tables import print_table
+        from edgellm.report.tables import print_extras, print_table
 
-        print_table(
-            console, finalize(run_dir, accuracy=load_accuracy(accuracy) if accuracy else None)
-        )
+        summary = finalize(run_dir, accuracy=load_accuracy(accuracy) if accuracy else None)
+        print_table(console, summary)
+        print_extras(console, summary)
         console.print(f"report: {path}")

@@ -10,6 +10,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgellm.bench.records import RequestRecord, ResourceSample
+from edgellm.bench.search import SearchResult
+from edgellm.bench.slo import SloSummary, evaluate, slo_summary
+from edgellm.report.stats import MeanCI, mean_ci
 
 PERCENTILES = (50, 90, 95, 99)
 CONTEXT_BUCKETS = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -123,12 +126,15 @@ class ModelRow(BaseModel):
     memory_gb_mean: float | None
     cpu_percent_mean: float | None
     """While at least one request was in flight."""
+    resource_samples: int = 0
+    """Resource samples taken while at least one request was in flight."""
     joules_per_token: float | None = None
     accuracy: dict[str, float] | None = None
 
 
 def measured(records: Sequence[RequestRecord]) -> list[RequestRecord]:
-    return [r for r in records if not r.warmup]
+    """Requests that count: not warm-up, not cancelled by the benchmark itself."""
+    return [r for r in records if not r.warmup and not r.cancelled]
 
 
 def model_rows(
@@ -172,6 +178,7 @@ def model_rows(
                 memory_gb_peak=max(rss) if rss else None,
                 memory_gb_mean=_mean(rss),
                 cpu_percent_mean=_mean(busy),
+                resource_samples=len(busy),
                 joules_per_token=sum(energy) / tokens if energy and tokens else None,
                 accuracy=(accuracy or {}).get(model),
             )
@@ -194,6 +201,54 @@ class RunSummary(BaseModel):
     cv_by_context: list[BucketCV]
     server_timings_source: list[str]
     energy: dict[str, Any] | None = None
+    slo: SloSummary | None = None
+    search: SearchResult | None = None
+    warnings: list[str] = []
+    repeats: RepeatSummary | None = None
+
+
+REPEATED_FIELDS = tuple(
+    name
+    for name, info in ModelRow.model_fields.items()
+    if info.annotation in (float | None, int)
+    and name not in ("requests", "errors", "completion_tokens_total", "resource_samples")
+)
+"""ModelRow figures given as mean and interval across repeats."""
+
+
+class RepeatedRow(BaseModel):
+    model: str
+    stage: str
+    figures: dict[str, MeanCI]
+
+
+class RepeatSummary(BaseModel):
+    """Every headline figure as mean and Student-t 95 % interval across `n` repeated runs."""
+
+    n: int
+    rows: list[RepeatedRow]
+    slo: dict[str, MeanCI] = {}
+    """Overall attainment, per-constraint attainment, goodput (requests/s, tokens/s)."""
+    capacity_rate: MeanCI | None = None
+    """`--load search`: the capacity each repeat found."""
+
+
+MIN_BUSY_SAMPLES = 5
+"""Fewer resource samples than this while requests ran make CPU % and memory anecdotal: one
+sample of a one-second run can land in a gap between requests."""
+
+
+def resource_warnings(rows: Sequence[ModelRow], interval_s: float | None) -> list[str]:
+    warnings = []
+    for row in rows:
+        if row.requests - row.errors > 0 and row.resource_samples < MIN_BUSY_SAMPLES:
+            every = f" every {interval_s:g} s" if interval_s else ""
+            warnings.append(
+                f"{row.model} {row.stage}: only {row.resource_samples} resource sample(s){every} "
+                "while requests were in flight, too few for its CPU % and memory figures; "
+                "run longer or lower --sample-interval"
+            )
+    return warnings
 
 
 def summarize(
@@ -201,10 +256,17 @@ def summarize(
     samples: Sequence[ResourceSample],
     accuracy: dict[str, dict[str, float]] | None = None,
     energy: dict[str, Any] | None = None,
+    *,
+    slo: dict[str, float] | None = None,
+    search: SearchResult | None = None,
+    sample_interval_s: float | None = None,
 ) -> RunSummary:
     ok = [r for r in measured(records) if r.ok]
+    table = model_rows(records, samples, accuracy)
+    if search is not None and slo:
+        search = _recomputed(records, search, slo)
     return RunSummary(
-        table=model_rows(records, samples, accuracy),
+        table=table,
         ttft_s=distribution([r.ttft_s for r in ok]),
         latency_s=distribution([r.e2e_s for r in ok]),
         itl_ms=distribution([g * 1e3 for r in ok for g in r.itl_s]),
@@ -213,4 +275,103 @@ def summarize(
         cv_by_context=cv_by_context(ok),
         server_timings_source=sorted({r.server.source for r in ok if r.server}),
         energy=energy,
+        slo=slo_summary(records, slo) if slo else None,
+        search=search,
+        warnings=resource_warnings(table, sample_interval_s),
     )
+
+
+def _recomputed(
+    records: Sequence[RequestRecord], search: SearchResult, slo: dict[str, float]
+) -> SearchResult:
+    """The search's steps with attainment and goodput recomputed from the records (the search
+    file supplies the rates and stage names; the verdicts must agree with the records)."""
+    steps = []
+    for step in search.steps:
+        result = evaluate([r for r in measured(records) if r.stage == step.stage], slo, step.stage)
+        steps.append(
+            step.model_copy(
+                update={
+                    "attainment": result.attainment,
+                    "goodput_rps": result.goodput_rps,
+                    "goodput_tps": result.goodput_tps,
+                    "requests": result.counted,
+                }
+            )
+        )
+    return search.model_copy(update={"steps": steps})
+
+
+def repeat_values(summaries: Sequence[RunSummary]) -> dict[tuple[str, str, str], list[float]]:
+    """{(model, stage, figure): one value per run} for the table's figures and the SLO ones
+    (stage "all" for the run-level SLO figures)."""
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for summary in summaries:
+        for row in summary.table:
+            for name in REPEATED_FIELDS:
+                value = getattr(row, name)
+                if value is not None:
+                    values.setdefault((row.model, row.stage, name), []).append(float(value))
+        if summary.slo is not None:
+            model = summary.table[0].model if summary.table else ""
+            overall = summary.slo.overall
+            figures: dict[str, float | None] = {
+                "attainment": overall.attainment,
+                "goodput_rps": overall.goodput_rps,
+                "goodput_tps": overall.goodput_tps,
+            }
+            figures |= {f"attainment_{k}": v for k, v in overall.per_constraint.items()}
+            for name, value in figures.items():
+                if value is not None:
+                    values.setdefault((model, "all", name), []).append(value)
+        if summary.search is not None and summary.search.capacity_rate is not None:
+            model = summary.table[0].model if summary.table else ""
+            values.setdefault((model, "all", "capacity_rate"), []).append(
+                summary.search.capacity_rate
+            )
+    return values
+
+
+def summarize_repeats(
+    runs: Sequence[tuple[Sequence[RequestRecord], RunSummary]],
+    slo: dict[str, float] | None,
+    accuracy: dict[str, dict[str, float]] | None = None,
+) -> RunSummary:
+    """The runs' requests pooled (distributions, CV, SLO counts) and, in `repeats`, every
+    figure's mean and interval across the runs; the table holds the means."""
+    records = [r for recs, _ in runs for r in recs]
+    summaries = [s for _, s in runs]
+    pooled = summarize(records, [], accuracy, slo=slo)
+    values = repeat_values(summaries)
+    rows = []
+    table = []
+    for row in pooled.table:
+        figures = {
+            name: mean_ci(values[(row.model, row.stage, name)])
+            for name in REPEATED_FIELDS
+            if (row.model, row.stage, name) in values
+        }
+        rows.append(RepeatedRow(model=row.model, stage=row.stage, figures=figures))
+        table.append(row.model_copy(update={k: ci.mean for k, ci in figures.items()}))
+    slo_ci = {
+        name: mean_ci(v)
+        for (_, stage, name), v in values.items()
+        if stage == "all" and name != "capacity_rate"
+    }
+    capacity = [v for (_, stage, name), v in values.items() if name == "capacity_rate"]
+    warnings = [w for s in summaries for w in s.warnings]
+    return pooled.model_copy(
+        update={
+            "table": table,
+            "warnings": warnings,
+            "repeats": RepeatSummary(
+                n=len(runs),
+                rows=rows,
+                slo=slo_ci,
+                capacity_rate=mean_ci(capacity[0]) if capacity else None,
+            ),
+        }
+    )
+
+
+RunSummary.model_rebuild()

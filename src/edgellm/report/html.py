@@ -11,10 +11,35 @@ import jinja2
 import numpy as np
 
 from edgellm.bench.records import RequestRecord
-from edgellm.bench.run import CONFIG, RECORDS, SAMPLES, finalize, load_records, load_samples
-from edgellm.report.analysis import RunSummary, measured
+from edgellm.bench.run import (
+    CONFIG,
+    RECORDS,
+    SAMPLES,
+    BenchConfig,
+    finalize,
+    load_records,
+    load_samples,
+    repeat_dirs,
+)
+from edgellm.report.analysis import (
+    REPEATED_FIELDS,
+    RunSummary,
+    decode_tps,
+    measured,
+    prefill_tps,
+    repeat_values,
+)
 from edgellm.report.plots import all_plots
-from edgellm.report.tables import COLUMNS, accuracy_cell, cell, write_csv
+from edgellm.report.stats import Difference, bootstrap, welch
+from edgellm.report.tables import (
+    COLUMNS,
+    accuracy_cell,
+    cell,
+    repeat_rows,
+    search_rows,
+    slo_rows,
+    write_csv,
+)
 
 _TEMPLATE = jinja2.Template(
     """<!doctype html>
@@ -88,7 +113,43 @@ def _sections(summary: RunSummary, images: list[str]) -> list[dict[str, Any]]:
     ]
     energy = summary.energy or {}
     source = ", ".join(summary.server_timings_source) or "none (client-side estimates only)"
+    extra: list[dict[str, Any]] = []
+    if summary.warnings:
+        extra.append({"heading": "Warnings", "pre": "\n".join(summary.warnings)})
+    header, rows = slo_rows(summary)
+    if rows:
+        extra.append(
+            {
+                "heading": "SLO attainment and goodput",
+                "note": "Errored requests count as misses; requests cancelled by the benchmark "
+                "are left out. itl is each request's largest gap between chunks; tpot is "
+                "(e2e - ttft) / (completion tokens - 1). Goodput: requests (and their output "
+                "tokens) that met every bound, per second of the stage.",
+                "header": header,
+                "rows": rows,
+                "left": 1,
+            }
+        )
+    note, header, rows = search_rows(summary)
+    if rows:
+        extra.append(
+            {"heading": "Capacity search", "note": note, "header": header, "rows": rows, "left": 0}
+        )
+    header, rows = repeat_rows(summary)
+    if rows:
+        n = summary.repeats.n if summary.repeats else 0
+        extra.append(
+            {
+                "heading": f"{n} repeated runs",
+                "note": "Mean and Student-t 95 % confidence interval of each figure across the "
+                "runs; the table above holds the means, the distributions pool all requests.",
+                "header": header,
+                "rows": rows,
+                "left": 3,
+            }
+        )
     return [
+        *extra,
         {
             "heading": "Per-model results",
             "note": "Warm-up requests excluded. Throughputs prefer server-reported timings "
@@ -145,8 +206,8 @@ def write_report(run_dir: Path, accuracy_dir: Path | None = None) -> Path:
     """Recompute everything from the raw files of `run_dir`; write report.html, CSV, PNGs."""
     accuracy = load_accuracy(accuracy_dir) if accuracy_dir else None
     summary = finalize(run_dir, accuracy=accuracy)
-    records = load_records(run_dir / RECORDS)
-    samples = load_samples(run_dir / SAMPLES)
+    records = run_records(run_dir)
+    samples = [s for d in _run_parts(run_dir) for s in load_samples(d / SAMPLES)]
     images = all_plots(records, samples, summary, run_dir / "plots")
     write_csv(summary.table, run_dir / "table.csv")
     write_records_csv(records, run_dir / "records.csv")
@@ -159,19 +220,104 @@ def write_report(run_dir: Path, accuracy_dir: Path | None = None) -> Path:
     return out
 
 
+def _config(run_dir: Path) -> BenchConfig:
+    return BenchConfig.model_validate_json((run_dir / CONFIG).read_text())
+
+
+def _run_parts(run_dir: Path) -> list[Path]:
+    """The directories holding a run's records: itself, or its repeats."""
+    cfg = _config(run_dir)
+    if cfg.repeat > 1:
+        return [d for d in repeat_dirs(run_dir, cfg) if (d / RECORDS).exists()]
+    return [run_dir]
+
+
+def run_records(run_dir: Path) -> list[RequestRecord]:
+    return [r for d in _run_parts(run_dir) for r in load_records(d / RECORDS)]
+
+
+PER_REQUEST: tuple[tuple[str, Any], ...] = (
+    ("ttft_s", lambda r: r.ttft_s),
+    ("latency_s", lambda r: r.e2e_s),
+    ("itl_mean_ms", lambda r: r.itl_mean_s * 1e3 if r.itl_mean_s is not None else None),
+    ("decode_tps", decode_tps),
+    ("prefill_tps", prefill_tps),
+)
+
+
+def comparison_rows(run_a: Path, run_b: Path) -> tuple[str, list[str], list[list[str]]]:
+    """Whether B differs from A, figure by figure: Welch's t-test on the runs' values when both
+    were repeated, else a bootstrap on per-request values (the method is named)."""
+    cfg_a, cfg_b = _config(run_a), _config(run_b)
+    diffs: list[tuple[str, str, str, Difference]] = []
+    if cfg_a.repeat > 1 and cfg_b.repeat > 1:
+        values = [repeat_values([finalize(d) for d in _run_parts(run)]) for run in (run_a, run_b)]
+        order = {name: k for k, name in enumerate(REPEATED_FIELDS)}
+        for key in sorted(
+            set(values[0]) & set(values[1]), key=lambda k: (k[0], k[1], order.get(k[2], 99), k[2])
+        ):
+            diffs.append((*key, welch(values[0][key], values[1][key])))
+        method = f"Welch's t-test on per-run values ({cfg_a.repeat} vs {cfg_b.repeat} repeats)"
+    else:
+        ok = [[r for r in measured(run_records(run)) if r.ok] for run in (run_a, run_b)]
+        groups = sorted({(r.model, r.stage) for r in ok[0]} & {(r.model, r.stage) for r in ok[1]})
+        pairs = [
+            (model, stage, [[r for r in rs if (r.model, r.stage) == (model, stage)] for rs in ok])
+            for model, stage in groups
+        ] or [("", "all", ok)]
+        for model, stage, (a, b) in pairs:
+            for name, get in PER_REQUEST:
+                va = [float(v) for r in a if (v := get(r)) is not None]
+                vb = [float(v) for r in b if (v := get(r)) is not None]
+                if va and vb:
+                    diffs.append((model, stage, name, bootstrap(va, vb)))
+        method = "bootstrap of per-request values (no repeats; 2,000 resamples, seed 0)"
+    header = [
+        "model",
+        "stage",
+        "figure",
+        "A mean",
+        "B mean",
+        "B - A",
+        "95 % CI",
+        "p",
+        "significant",
+    ]
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    rows = [
+        [
+            model,
+            stage,
+            name,
+            num(d.mean_a),
+            num(d.mean_b),
+            num(d.difference),
+            f"{num(d.low)} .. {num(d.high)}" if d.low is not None else "-",
+            num(d.p_value),
+            "-" if d.significant is None else "yes" if d.significant else "no",
+        ]
+        for model, stage, name, d in diffs
+    ]
+    return method, header, rows
+
+
 def write_comparison(run_a: Path, run_b: Path, out_dir: Path) -> Path:
     """Side-by-side table and overlaid latency CDFs of two runs."""
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = [finalize(run_a), finalize(run_b)]
+    method, diff_header, diff_rows = comparison_rows(run_a, run_b)
     rows = []
     for run, summary in zip((run_a, run_b), summaries, strict=True):
         for r in summary.table:
             rows.append([run.name] + [cell(r, f, fmt) for f, _, fmt in COLUMNS])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for run in (run_a, run_b):
-        ok = [r for r in measured(load_records(run / RECORDS)) if r.ok]
+        ok = [r for r in measured(run_records(run)) if r.ok]
         for ax, values in zip(axes, ([r.ttft_s for r in ok], [r.e2e_s for r in ok]), strict=True):
             data = np.sort(np.array([v for v in values if v is not None]))
             if data.size:
@@ -189,6 +335,14 @@ def write_comparison(run_a: Path, run_b: Path, out_dir: Path) -> Path:
             "heading": "Per-model results",
             "header": ["run"] + [h for _, h, _ in COLUMNS],
             "rows": rows,
+            "left": 3,
+        },
+        {
+            "heading": "Is the difference significant?",
+            "note": f"B = {run_b.name}, A = {run_a.name}; {method}; significant at the 5 % level "
+            "when the 95 % interval of B - A excludes 0.",
+            "header": diff_header,
+            "rows": diff_rows,
             "left": 3,
         },
         {"heading": "Latency", "images": ["compare_latency.png"]},

@@ -105,6 +105,37 @@ def accuracy_vs_throughput(rows: Sequence[ModelRow], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def slo_vs_load(summary: RunSummary, path: Path) -> Path | None:
+    """SLO attainment and goodput against the load of each stage (runs of several stages)."""
+    if summary.search is not None and summary.search.steps:
+        steps = sorted(summary.search.steps, key=lambda s: s.rate)
+        points = [(s.rate, s.attainment, s.goodput_rps) for s in steps]
+        xlabel = "offered rate (requests/s)"
+    elif summary.slo is not None and len(summary.slo.stages) > 1:
+        stages = sorted(
+            (s for s in summary.slo.stages if s.request_rate is not None),
+            key=lambda s: s.request_rate or 0.0,
+        )
+        points = [(s.request_rate or 0.0, s.attainment, s.goodput_rps) for s in stages]
+        xlabel = "measured load (requests/s of the stage)"
+    else:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [p[0] for p in points]
+    ax.plot(x, [p[1] * 100 if p[1] is not None else np.nan for p in points], "o-",
+            color="tab:blue", label="attainment %")  # fmt: skip
+    if summary.search is not None:
+        ax.axhline(summary.search.target * 100, color="tab:blue", ls=":", lw=1)
+    ax.set_ylim(0, 102)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("SLO attainment %", color="tab:blue")
+    good = ax.twinx()
+    good.plot(x, [p[2] if p[2] is not None else np.nan for p in points], "s--",
+              color="tab:green")  # fmt: skip
+    good.set_ylabel("goodput requests/s", color="tab:green")
+    return _save(fig, path)
+
+
 def all_plots(
     records: Sequence[RequestRecord],
     samples: Sequence[ResourceSample],
@@ -119,4 +150,5 @@ def all_plots(
         cv_vs_context(summary, out / "cv_context.png"),
     ]
     acc = accuracy_vs_throughput(summary.table, out / "accuracy_throughput.png")
-    return made + ([acc] if acc else [])
+    slo = slo_vs_load(summary, out / "slo_load.png")
+    return made + [p for p in (acc, slo) if p is not None]

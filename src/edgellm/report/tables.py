@@ -54,6 +54,139 @@ def print_table(console: Console, summary: RunSummary) -> None:
     console.print(table)
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None, fmt: str = "{:.3g}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def slo_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the SLO table: one row per stage, then the whole run."""
+    slo = summary.slo
+    if slo is None:
+        return [], []
+    keys = list(slo.limits)
+    header = ["stage", "counted", "met", "missed", "errored", "cancelled", "attainment"]
+    header += [f"{k} ≤ {slo.limits[k]:g} s" for k in keys]
+    header += ["load req/s", "goodput req/s", "goodput tok/s"]
+    rows = []
+    results = [*slo.stages, slo.overall] if len(slo.stages) > 1 else [slo.overall]
+    for r in results:
+        rows.append(
+            [r.stage, str(r.counted), str(r.met), str(r.missed), str(r.errored)]
+            + [str(r.cancelled), _pct(r.attainment)]
+            + [_pct(r.per_constraint.get(k)) for k in keys]
+            + [_num(r.request_rate), _num(r.goodput_rps), _num(r.goodput_tps, "{:.1f}")]
+        )
+    return header, rows
+
+
+def search_rows(summary: RunSummary) -> tuple[str, list[str], list[list[str]]]:
+    search = summary.search
+    if search is None:
+        return "", [], []
+    unit = f"{search.precision:.0%} of the rate" if search.relative else f"{search.precision:g}/s"
+    if search.capacity_rate is None:
+        verdict = f"no rate met the target ({search.reason})"
+    else:
+        upper = search.lowest_failing_rate
+        verdict = f"capacity {search.capacity_rate:.4g} req/s" + (
+            f" (below {upper:.4g}, precision {unit}; {search.reason})"
+            if upper is not None
+            else f" (no failing rate found; {search.reason})"
+        )
+    note = f"{search.arrivals} arrivals, target attainment {search.target:.0%}: {verdict}"
+    header = ["step", "rate req/s", "requests", "attainment", "goodput req/s", "goodput tok/s"]
+    rows = [
+        [
+            str(s.step),
+            f"{s.rate:.4g}",
+            str(s.requests),
+            _pct(s.attainment),
+            _num(s.goodput_rps),
+            _num(s.goodput_tps, "{:.1f}"),
+        ]
+        for s in search.steps
+    ]
+    return note, header, rows
+
+
+def repeat_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
+    """One row per figure: mean, 95 % interval, spread across the repeats."""
+    reps = summary.repeats
+    if reps is None:
+        return [], []
+    header = ["model", "stage", "figure", "n", "mean", "95 % CI low", "95 % CI high", "std"]
+    rows = []
+    for row in reps.rows:
+        for name, ci in row.figures.items():
+            rows.append(
+                [
+                    row.model,
+                    row.stage,
+                    name,
+                    str(ci.n),
+                    _num(ci.mean, "{:.4g}"),
+                    _num(ci.low, "{:.4g}"),
+                    _num(ci.high, "{:.4g}"),
+                    _num(ci.std, "{:.3g}"),
+                ]
+            )
+    extra = dict(reps.slo)
+    if reps.capacity_rate is not None:
+        extra["capacity_rate"] = reps.capacity_rate
+    for name, ci in extra.items():
+        rows.append(
+            [
+                "",
+                "all",
+                name,
+                str(ci.n),
+                _num(ci.mean, "{:.4g}"),
+                _num(ci.low, "{:.4g}"),
+                _num(ci.high, "{:.4g}"),
+                _num(ci.std, "{:.3g}"),
+            ]
+        )
+    return header, rows
+
+
+def print_rows(console: Console, title: str, header: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h, justify="left" if h in ("stage", "model", "figure") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_extras(console: Console, summary: RunSummary) -> None:
+    """SLO attainment and goodput, the capacity search, repeat intervals, warnings."""
+    header, rows = slo_rows(summary)
+    if rows:
+        # one column per stage, one row per figure: fits a terminal, as print_table does
+        table = Table(title="SLO attainment and goodput (errors count as misses)")
+        table.add_column("stage")
+        for row in rows:
+            table.add_column(row[0], justify="right")
+        for k, name in enumerate(header[1:], 1):
+            table.add_row(name, *(row[k] for row in rows))
+        console.print(table)
+    note, header, rows = search_rows(summary)
+    if rows:
+        print_rows(console, "capacity search", header, rows)
+        console.print(note)
+    header, rows = repeat_rows(summary)
+    if rows:
+        assert summary.repeats is not None
+        title = f"{summary.repeats.n} repeated runs: mean and Student-t 95 % interval"
+        print_rows(console, title, header, rows)
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
 def write_csv(rows: Sequence[ModelRow], path: Path) -> Path:
     fields = list(ModelRow.model_fields)
     with path.open("w", newline="", encoding="utf-8") as handle:

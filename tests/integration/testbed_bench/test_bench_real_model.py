@@ -65,6 +65,56 @@ def test_synthetic_exact_prompt_and_output_lengths(
     assert [r["completion_tokens"] for r in records] == [6, 6]
 
 
+def test_no_measured_synthetic_request_reuses_a_cached_prefix(
+    smol_server: RunningServer, tmp_path: Path
+) -> None:
+    cfg = BenchConfig(
+        model=MODEL,
+        url=smol_server.url,
+        workload="synthetic",
+        workload_options=WorkloadOptions(
+            prompt_tokens=[64], requests_per_length=2, output_tokens=4
+        ),
+        warmup=1,
+    )
+    run_bench(cfg, tmp_path)
+    records = _records(tmp_path)
+    measured = [r for r in records if not r["warmup"]]
+    assert len(measured) == 2 and len(records) == 3
+    # a warm-up that re-sent a measured prompt made the next one a hit (cache_n 63, prompt_n 1)
+    assert [r["server"]["cache_n"] for r in measured] == [0, 0]  # type: ignore[index]
+    assert [r["server"]["prompt_n"] for r in measured] == [64, 64]  # type: ignore[index]
+
+
+def test_synthetic_length_includes_the_bos_gemma_adds(
+    model_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    from edgellm.config import EngineConfig, ModelConfig
+    from tests.integration.servers import start_server
+
+    gemma = ModelConfig(
+        name="gemma3-270m",
+        source="gemma3-270m",
+        engine=EngineConfig(n_ctx=512, n_threads=2),
+    )
+    server = start_server([gemma])
+    try:
+        cfg = BenchConfig(
+            model="gemma3-270m",
+            url=server.url,
+            workload="synthetic",
+            workload_options=WorkloadOptions(
+                prompt_tokens=[64], requests_per_length=1, output_tokens=2
+            ),
+            warmup=0,
+        )
+        run_bench(cfg, tmp_path)
+    finally:
+        server.stop()
+    [record] = _records(tmp_path)
+    assert record["prompt_tokens"] == 64  # BOS + 63 tokens of text
+
+
 def test_eval_winogrande_few_items(smol_server: RunningServer, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,

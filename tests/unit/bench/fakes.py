@@ -23,6 +23,8 @@ class FakeBehaviour:
     tokens: int = 10
     timings: str = "llama-server"  # llama-server | edgellm | none
     fail_every: int = 0  # every Nth request gets a 500
+    cut_after: int = 0  # streams stop after N tokens, without a final chunk or [DONE]
+    serial: bool = False  # one request at a time: capacity 1 / (ttft + itl * (tokens - 1))
 
 
 def _words(text: str) -> list[str]:
@@ -32,6 +34,7 @@ def _words(text: str) -> list[str]:
 def create_fake_app(behaviour: FakeBehaviour) -> FastAPI:
     app = FastAPI()
     counter = {"n": 0}
+    busy = asyncio.Lock()
 
     def timings(prompt_n: int) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -48,8 +51,19 @@ def create_fake_app(behaviour: FakeBehaviour) -> FastAPI:
         return body
 
     async def openai_stream(prompt_n: int, chat: bool) -> AsyncIterator[str]:
+        if behaviour.serial:
+            async with busy:
+                async for piece in _openai_stream(prompt_n, chat):
+                    yield piece
+        else:
+            async for piece in _openai_stream(prompt_n, chat):
+                yield piece
+
+    async def _openai_stream(prompt_n: int, chat: bool) -> AsyncIterator[str]:
         await asyncio.sleep(behaviour.ttft_s)
         for i in range(behaviour.tokens):
+            if behaviour.cut_after and i == behaviour.cut_after:
+                return
             if i:
                 await asyncio.sleep(behaviour.itl_s)
             piece = {"delta": {"content": f"t{i} "}} if chat else {"text": f"t{i} "}

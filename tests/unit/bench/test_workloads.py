@@ -20,6 +20,16 @@ class CharTokenizer:
     def detokenize(self, tokens: list[int]) -> str:
         return "".join(chr(t) for t in tokens)
 
+    def added_special_tokens(self) -> int:
+        return 0
+
+
+class BosCharTokenizer(CharTokenizer):
+    """A model that puts a BOS before every prompt (as Gemma does)."""
+
+    def added_special_tokens(self) -> int:
+        return 1
+
 
 def test_oasst_threads_alternate_and_keep_dataset_answers() -> None:
     sessions = get_workload("oasst").sessions(WorkloadOptions(conversations=5), None)
@@ -100,3 +110,60 @@ def test_file_workload_errors_name_the_line(tmp_path: Path, line: str, message: 
 def test_unknown_workload() -> None:
     with pytest.raises(WorkloadError, match="oasst, synthetic, file"):
         get_workload("nope")
+
+
+def test_synthetic_length_counts_the_bos_the_model_adds() -> None:
+    options = WorkloadOptions(prompt_tokens=[16, 40], requests_per_length=2)
+    plain = get_workload("synthetic").sessions(options, CharTokenizer())
+    bos = get_workload("synthetic").sessions(options, BosCharTokenizer())
+    # the server counts BOS + text: the text is one token shorter, the total as asked
+    assert [len(str(s.prompt)) for s in plain] == [16, 16, 40, 40]
+    assert [len(str(s.prompt)) + 1 for s in bos] == [16, 16, 40, 40]
+
+
+def test_synthetic_warmup_prompts_share_no_first_token_with_measured_ones() -> None:
+    options = WorkloadOptions(prompt_tokens=[32, 64], requests_per_length=4)
+    workload = get_workload("synthetic")
+    measured = workload.sessions(options, CharTokenizer())
+    warmup = workload.warmup(options, CharTokenizer(), 3)
+    assert len(warmup) == 3 and all(len(str(s.prompt)) == 32 for s in warmup)
+    firsts = [str(s.prompt)[0] for s in measured + warmup]
+    # one shared first token is enough for a prefix-cache hit: all differ
+    assert len(set(firsts)) == len(firsts) == 11
+    assert not {s.prompt for s in warmup} & {s.prompt for s in measured}
+    # the measured prompts do not depend on how many warm-ups there are
+    assert [s.prompt for s in workload.sessions(options, CharTokenizer())] == [
+        s.prompt for s in measured
+    ]
+
+
+def test_oasst_warmup_is_not_a_measured_turn() -> None:
+    options = WorkloadOptions(conversations=3)
+    workload = get_workload("oasst")
+    turns = {t for s in workload.sessions(options, None) for t in s.user_turns}
+    warmup = workload.warmup(options, None, 2)
+    assert len(warmup) == 2 and not {s.user_turns[0] for s in warmup} & turns
+
+
+def test_file_workload_reports_every_bad_line_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "w.jsonl"
+    good = '{"prompt": "ok"}'
+    path.write_text("\n".join([good] + ["not json"] * 12 + [good, '{"x": 1}']) + "\n")
+    with pytest.raises(WorkloadError) as err:
+        get_workload("file").sessions(WorkloadOptions(path=path), None)
+    message = str(err.value)
+    assert message.startswith("13 bad line(s)")
+    assert "w.jsonl:2:" in message and "w.jsonl:11:" in message  # the first ten
+    assert "w.jsonl:12:" not in message and "... and 3 more bad line(s)" in message
+    assert "w.jsonl:1:" not in message and "w.jsonl:14:" not in message  # good lines
+
+
+def test_synthetic_salt_changes_the_text_but_not_the_lengths() -> None:
+    base = WorkloadOptions(prompt_tokens=[24], requests_per_length=3)
+    salted = base.model_copy(update={"salt": "run-2"})
+    first = get_workload("synthetic").sessions(base, CharTokenizer())
+    again = get_workload("synthetic").sessions(base, CharTokenizer())
+    other = get_workload("synthetic").sessions(salted, CharTokenizer())
+    assert [s.prompt for s in first] == [s.prompt for s in again]  # reproducible (--resume)
+    assert not {s.prompt for s in first} & {s.prompt for s in other}
+    assert [len(str(s.prompt)) for s in other] == [24, 24, 24]
