@@ -198,6 +198,27 @@ def test_completions_echo_is_not_doubled() -> None:
     assert echo == "Say hi" and texts == [" there"] and path == "/v1/completions"
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [{"seed": 2**70}, {"prompt": [5, -(2**73)]}, {"seed": 7, "prompt": [5, 6]}],
+    ids=["seed", "token-id", "within-64-bits"],
+)
+def test_integers_beyond_64_bits_go_upstream_as_sent(fields: dict[str, Any]) -> None:
+    """The schema takes any JSON integer; the upstream (a node masks seeds, refuses token ids)
+    gets each one as the client sent it, not a failure to encode it."""
+    body = {"model": "m", "prompt": "x", "stream": True} | fields
+    call = Call.of(CompletionRequest(**body), {})
+    answer = sse({"choices": [{"text": "ok", "finish_reason": "stop"}]})
+
+    async def test(server: RawServer) -> tuple[list[Any], Received]:
+        return await run(backend(server.url), call), server.requests[0]
+
+    events, seen = asyncio.run(with_server(fixed(200, answer, "text/event-stream"), test))
+    sent = json.loads(seen.body)
+    assert {k: sent[k] for k in fields} == fields
+    assert isinstance(events[-1], Finished)
+
+
 # -- non-streamed requests: a whole JSON answer upstream -------------------------------------
 
 

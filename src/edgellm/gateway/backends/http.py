@@ -48,6 +48,16 @@ _ACCEPT_JSON = b"Content-Type: application/json\r\nAccept: application/json\r\n"
 _TIMING_TYPES: dict[str, type[Any]] = {k: type(v) for k, v in asdict(Timings()).items()}
 
 
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    """The upstream's body. orjson refuses integers beyond 64 bits, which the wire schema lets
+    through (a seed, or a token id for the upstream to refuse): such a body takes the standard
+    encoder, and goes upstream as the client sent it."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(data, ensure_ascii=False).encode()
+
+
 class HttpBackend:
     kind = "http"
 
@@ -121,7 +131,7 @@ class HttpBackend:
         cfg = self.config
         deadline = time.monotonic() + cfg.timeout_s
         stream = self.streams(call)
-        body = orjson.dumps(self.payload(call, stream=stream))
+        body = _json_bytes(self.payload(call, stream=stream))
         # streamed: the longest wait for the first (and every next) chunk; whole: for the answer
         read_timeout = _min(cfg.first_token_timeout_s, cfg.timeout_s) if stream else cfg.timeout_s
         try:
