@@ -7,15 +7,61 @@ extensions `top_k`, `min_p`, `ignore_eos` on requests.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 1024  # entries; each is a token id the engine checks against its vocabulary
 INT32_MAX = 2**31 - 1  # llama.cpp's sampler parameters are int32
 MAX_ESCALATION_DEADLINE_S = 600.0  # longer than any first token is worth waiting for
+
+
+# What the validators below accept, written into the JSON schema too (clients and fuzzers read
+# the limits from /openapi.json instead of learning them from 422s).
+_STOP_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "maxItems": MAX_STOP_SEQUENCES,
+            },
+            {"type": "null"},
+        ]
+    }
+)
+_LOGIT_BIAS_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {
+                "type": "object",
+                "propertyNames": {"pattern": "^[0-9]{1,10}$"},
+                "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+                "maxProperties": MAX_LOGIT_BIAS,
+            },
+            {"type": "null"},
+        ]
+    }
+)
+# an empty prompt is refused (400) by the engine
+_PROMPT_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "minItems": 1,
+                "maxItems": 1,
+            },
+        ]
+    }
+)
 
 
 class _Request(BaseModel):
@@ -40,10 +86,10 @@ class _SamplingFields(_Request):
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, _STOP_SCHEMA] = None
     seed: int | None = None
     user: str | None = None
-    logit_bias: dict[str, float] | None = Field(
+    logit_bias: Annotated[dict[str, float] | None, _LOGIT_BIAS_SCHEMA] = Field(
         None,
         max_length=MAX_LOGIT_BIAS,
         description="token id (as a string) → bias in [-100, 100] added to its logit",
@@ -112,7 +158,9 @@ class ChatCompletionRequest(_SamplingFields):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[int] = Field(description="one prompt: text or token ids")
+    prompt: Annotated[str | list[int], _PROMPT_SCHEMA] = Field(
+        description="one prompt: text, token ids, or a list of one text"
+    )
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: bool = False
 

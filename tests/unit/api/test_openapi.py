@@ -123,3 +123,36 @@ def test_fast_path_and_fastapi_answer_errors_alike(path: str, body: bytes | dict
         answers.append((r.status_code, r.headers["content-type"], r.json()))
     assert answers[0] == answers[1]
     assert answers[0][0] >= 400 and set(answers[0][2]) == {"error"}
+
+
+@pytest.mark.parametrize(
+    ("field", "refused", "accepted"),
+    [
+        ("stop", ["a", ""], ["a", "b"]),
+        ("stop", ["a", "b", "c", "d", "e"], ["a", "b", "c", "d"]),
+        ("logit_bias", {"x7": 1.0}, {"7": 1.0}),
+        ("logit_bias", {"7": 100.5}, {"7": -100.0}),
+    ],
+)
+def test_limits_the_validators_enforce_are_in_the_schema(
+    spec: dict[str, Any], field: str, refused: object, accepted: object
+) -> None:
+    """A fuzzer (or a client) drawing from /openapi.json does not produce what the server
+    refuses: each refused value breaks a documented limit, the accepted one keeps to it."""
+    schema = spec["components"]["schemas"]["CompletionRequest"]["properties"][field]["anyOf"][-2]
+    client = TestClient(create_app(EnginePool([smollm2_config()])))
+    body = {"model": "smollm2-135m-instruct", "prompt": "hi", "max_tokens": 1}
+    assert client.post("/v1/completions", json=body | {field: refused}).status_code == 422
+    assert client.post("/v1/completions", json=body | {field: accepted}).status_code == 503
+    if field == "stop":
+        assert schema["items"]["minLength"] == 1 and schema["maxItems"] == 4
+    else:
+        assert schema["propertyNames"] == {"pattern": "^[0-9]{1,10}$"}
+        assert schema["additionalProperties"] == {"type": "number", "minimum": -100, "maximum": 100}
+
+
+def test_an_empty_prompt_is_documented_as_refused(spec: dict[str, Any]) -> None:
+    """The engine refuses an empty prompt (400); the schema says so for each of its forms."""
+    prompt = spec["components"]["schemas"]["CompletionRequest"]["properties"]["prompt"]["anyOf"]
+    assert [p["type"] for p in prompt] == ["string", "array", "array"]
+    assert [p.get("minLength", p.get("minItems")) for p in prompt] == [1, 1, 1]
