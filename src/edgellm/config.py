@@ -14,9 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgellm.api.schemas import MAX_ESCALATION_DEADLINE_S
-from edgellm.engine.types import DEFAULT_MAX_TOKENS
 from edgellm.errors import EdgeLLMError
+
+DEFAULT_MAX_TOKENS = 500  # the paper's generation cap
+MAX_ESCALATION_DEADLINE_S = 600.0  # longer than any first token is worth waiting for
 
 
 class ConfigError(EdgeLLMError):

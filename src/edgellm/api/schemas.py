@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from edgellm.config import MAX_ESCALATION_DEADLINE_S
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 1024  # entries; each is a token id the engine checks against its vocabulary
 INT32_MAX = 2**31 - 1  # llama.cpp's sampler parameters are int32
-MAX_ESCALATION_DEADLINE_S = 600.0  # longer than any first token is worth waiting for
 
 
 # What the validators below accept, written into the JSON schema too (clients and fuzzers read

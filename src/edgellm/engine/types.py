@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-DEFAULT_MAX_TOKENS = 500  # the paper's generation cap
+from edgellm.config import DEFAULT_MAX_TOKENS
 
 
 class FinishReason(StrEnum):
