@@ -38,9 +38,10 @@ def register(app: typer.Typer) -> None:
 
             path = write_comparison(run_dir, compare, target)
             method, header, rows = comparison_rows(run_dir, compare)
-            from edgellm.report.tables import print_rows
+            from edgellm.report.tables import print_grouped
 
-            print_rows(console, f"{compare.name} vs {run_dir.name}: {method}", header, rows)
+            title = f"B = {compare.name} vs A = {run_dir.name}: {method}"
+            print_grouped(console, title, header, rows)
             console.print(f"comparison: {path}")
             return
         path = write_report(run_dir, accuracy)

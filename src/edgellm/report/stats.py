@@ -159,6 +159,10 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Differ
     )  # fmt: skip
 
 
+MIN_BOOTSTRAP = 5
+"""Fewer values than this have too few distinct resamples for the percentiles to mean much."""
+
+
 def bootstrap(
     a: Sequence[float],
     b: Sequence[float],
@@ -173,7 +177,7 @@ def bootstrap(
     differences on the other side of 0 (doubled, at most 1).
     """
     na, nb = len(a), len(b)
-    if na < 2 or nb < 2:
+    if na < MIN_BOOTSTRAP or nb < MIN_BOOTSTRAP:
         ma = sum(a) / na if na else None
         mb = sum(b) / nb if nb else None
         diff = mb - ma if ma is not None and mb is not None else None

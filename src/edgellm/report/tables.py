@@ -162,6 +162,16 @@ def print_rows(console: Console, title: str, header: list[str], rows: list[list[
     console.print(table)
 
 
+def print_grouped(console: Console, title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Rows whose first two columns are model and stage: one table per model and stage,
+    without those two columns (fits a terminal)."""
+    groups: dict[tuple[str, str], list[list[str]]] = {}
+    for row in rows:
+        groups.setdefault((row[0], row[1]), []).append(row[2:])
+    for (model, stage), part in groups.items():
+        print_rows(console, f"{title}\n{model} {stage}".rstrip(), header[2:], part)
+
+
 def print_extras(console: Console, summary: RunSummary) -> None:
     """SLO attainment and goodput, the capacity search, repeat intervals, warnings."""
     header, rows = slo_rows(summary)
@@ -182,7 +192,7 @@ def print_extras(console: Console, summary: RunSummary) -> None:
     if rows:
         assert summary.repeats is not None
         title = f"{summary.repeats.n} repeated runs: mean and Student-t 95 % interval"
-        print_rows(console, title, header, rows)
+        print_grouped(console, title, header, rows)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
 

@@ -89,3 +89,6 @@ def test_bootstrap_tells_apart_only_real_differences() -> None:
     assert bootstrap(a, same).method == "bootstrap"
     # seeded: the same answer twice
     assert bootstrap(a, same) == bootstrap(a, same)
+    # four requests a side are too few to tell, however far apart
+    assert bootstrap([1.0, 1.1, 0.9, 1.0], [9.0, 9.1, 8.9, 9.0]).significant is None
+    assert bootstrap([1.0, 1.1, 0.9, 1.0, 1.05], [9.0, 9.1, 8.9, 9.0, 9.05]).significant is True
