@@ -30,7 +30,7 @@ the price (the threshold with the least wrong answers + price x escalations; in 
 Outcomes must exist first (CPU-heavy; resumable; --limit caps items per task):
 
     for t in arc-easy boolq winogrande; do for m in smollm2-135m-instruct gemma3-270m; do
-      nice -n 10 .venv/bin/edgellm eval $t --model $m --threads 1 --limit 300 \\
+      nice -n 10 .venv/bin/edgellm eval $t --model $m --threads 1 --limit 400 \\
           --out runs/accuracy/$t-$m; done; done
     .venv/bin/python benchmarks/online_threshold.py --evals-dir runs/accuracy
 """
