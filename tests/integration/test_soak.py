@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 from benchmarks.soak import Growth, Restart, SoakConfig, SoakReport, Targets, failures, run_soak
 
-pytestmark = pytest.mark.integration
+# ~3 minutes on a quiet machine; a node restart on a starved one took up to 135 s
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-# Thresholds of the short run. RSS: each process is compared with itself after 30 s of load
-# (the restarted node after its own first ~10 s of traffic or more); what can still come after
-# that is the first save of a conversation the node had not yet set aside (~1.5 MB each, at most
-# four) and allocator arenas of a thread's first large allocation, together a few MB of a
-# 270 MB node. 5 % of a node is 13 MB: a leak of 100 kB per request over the ~130 requests
-# of the run shows; the 30-minute run (docs/benchmarks.md) is the sensitive one.
-# Descriptors: counted when every idle keep-alive connection has expired, so the same number
-# of sockets is open at both snapshots; no tolerance.
+# Thresholds of the short run. RSS: each process is compared with itself after 30 s of load (a
+# restarted node after its priming and the rest of segment 1). The gateway is held to 5 %, as in
+# the 30-minute run (it grew 0.0-0.1 % in every run). A node is still warming up then: fresh at
+# ~270 MB, it levels off at 300-310 MB after a few hundred requests (the 30-minute run: +0.7 and
+# +1.0 % over its last 20 minutes), and short runs measured +2.6 to +6.1 % from the 30 s
+# snapshot, so 10 % here; a leak of 100 kB per request (~150 requests per node in this run) still
+# takes a node past it. The 30-minute run holds the nodes to 5 % (docs/benchmarks.md, "Soak").
+# Descriptors: counted when every idle keep-alive connection has expired, so the same sockets
+# are open at both snapshots; no tolerance.
 SHORT = SoakConfig(seconds=60, warmup=30, restarts=1)
-TARGETS = Targets(rss_growth_pct=5.0, fd_growth=0)
+TARGETS = Targets(rss_growth_pct=5.0, node_rss_growth_pct=10.0, fd_growth=0)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,8 @@ def test_checker_passes_a_clean_report() -> None:
             },
             "unexpected status",
         ),
-        ({"growth": [Growth("node2", "A", 100.0, 106.0, 6.0, 17, 17)]}, "RSS grew"),
+        ({"growth": [Growth("node2", "A", 100.0, 111.0, 11.0, 17, 17)]}, "RSS grew"),
+        ({"growth": [Growth("gateway", "A", 100.0, 106.0, 6.0, 18, 18)]}, "RSS grew"),
         ({"growth": [Growth("gateway", "A", 100.0, 100.0, 0.0, 18, 19)]}, "descriptors"),
         (
             {"node_gauges": {"node1": {"edgellm_requests_running": 1, "edgellm_queue_depth": 0}}},
