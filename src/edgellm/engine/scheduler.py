@@ -210,10 +210,12 @@ class Scheduler:
             self._slots, tokens, saved=self._saved, kv_unified=self._model.settings.kv_unified
         )
         slot, n_keep = plan.slot, plan.n_keep
+        # taken before the slot's own cache is saved: that save may evict it from the LRU
+        restore = self._saved.get(plan.restore) if plan.restore is not None else None
         if plan.save_current:
             self._save(slot)
-        if plan.restore is not None:
-            if self._model.restore_seq(slot.seq, self._saved.get(plan.restore)):
+        if plan.restore is not None and restore is not None:
+            if self._model.restore_seq(slot.seq, restore):
                 slot.cached = list(plan.restore)
                 self.stats.state_restores += 1
             else:
