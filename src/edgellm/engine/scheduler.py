@@ -194,15 +194,37 @@ class Scheduler:
                 tokens = job.request.prompt_tokens
             else:
                 tokens = job.current.context_tokens
-            slot, n_keep = self._place(tokens)
+            try:
+                slot, n_keep = self._place(tokens)
+                gen = (
+                    ActiveGeneration(job, self._model, n_keep)
+                    if isinstance(job, GenerationJob)
+                    else None
+                )
+            except Exception as exc:  # a bug or a llama.cpp failure: this job fails, not the loop
+                log.exception("admission failed")
+                self._reject(job, exc)
+                continue
             self._admitted += 1
             slot.order = self._admitted
             slot.last_used = time.perf_counter()
-            if isinstance(job, GenerationJob):
-                slot.gen = ActiveGeneration(job, self._model, n_keep)
+            if gen is not None:
+                slot.gen = gen
             else:
+                assert isinstance(job, ScoringJob)
                 job.pos = n_keep
                 slot.scoring = job
+
+    def _reject(self, job: Job, exc: Exception) -> None:
+        """Fail a job that could not be admitted; what the idle slots hold is no longer sure."""
+        if isinstance(job, GenerationJob):
+            job.sink(Failed(error=exc))
+        else:
+            job.future.set_exception(exc)
+        for slot in self._slots:
+            if not slot.busy:
+                self._model.clear_seq(slot.seq)
+                slot.cached = []
 
     def _place(self, tokens: list[int]) -> tuple[Slot, int]:
         """Choose a free slot for `tokens` and prepare its cache: save, restore, cut."""

@@ -202,3 +202,20 @@ def test_scoring_a_continuation_the_slot_already_holds_scores_every_token() -> N
     assert result.n_tokens == 3 and len(result.token_logprobs) == 3
     assert result.logprob == pytest.approx(3 * np.log(1 / 8))
     assert sched.slots[0].cached == [*context, *continuation[:-1]]
+
+
+class SaveFailsModel(FakeModel):
+    def save_seq(self, seq: int) -> bytearray:
+        raise RuntimeError("save failed")
+
+
+def test_a_failed_admission_fails_its_job_and_the_loop_goes_on() -> None:
+    sched = scheduler(SaveFailsModel(), start=False)
+    sched.slots[0].cached = list(range(100, 140))  # another conversation: saved before reuse
+    events: list[tuple[int, GenerationEvent]] = []
+    sched.submit_generation(job(1, events))
+    sched.submit_generation(job(2, events))
+    run_until_idle(sched)
+    assert isinstance(events[0][1], Failed) and events[0][0] == 1
+    assert "save failed" in str(events[0][1].error)
+    assert finished(events) == [2]  # the slot was cleared: nothing left to save
