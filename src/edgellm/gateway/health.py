@@ -30,6 +30,8 @@ class ReplicaState:
     service_s: float = 1.0
     requests: int = 0
     failures: int = 0
+    cached_tokens: int = 0  # prompt tokens the replica reported reused (timings.cache_n)
+    prefilled_tokens: int = 0  # prompt tokens it reported prefilling (timings.prompt_n)
     last_error: str | None = None
     _clock: float = field(default=0.0, repr=False)
 
@@ -62,6 +64,8 @@ class ReplicaState:
         self.open_until = 0.0
         self.service_s = _ewma(self.service_s, elapsed_s)
         if timings is not None:
+            self.cached_tokens += timings.cache_n
+            self.prefilled_tokens += timings.prompt_n
             if timings.prompt_per_second > 0:
                 self.prefill_tps = _ewma(self.prefill_tps, timings.prompt_per_second)
             if timings.predicted_per_second > 0:
@@ -92,4 +96,6 @@ class ReplicaState:
             "rtt_ms": round(self.rtt_s * 1e3, 2),
             "requests": self.requests,
             "failures": self.failures,
+            "cached_tokens": self.cached_tokens,
+            "prefilled_tokens": self.prefilled_tokens,
         }

@@ -77,6 +77,25 @@ class GatewayMetrics:
             ["key", "limit"],
             registry=r,
         )
+        self.cached_tokens = Counter(
+            "edgellm_gateway_cached_prompt_tokens",
+            "Prompt tokens a replica reused from its cache (its answers' cache_n)",
+            ["model", "backend"],
+            registry=r,
+        )
+        self.prefilled_tokens = Counter(
+            "edgellm_gateway_prefilled_prompt_tokens",
+            "Prompt tokens a replica had to prefill (its answers' prompt_n)",
+            ["model", "backend"],
+            registry=r,
+        )
+        self.affinity_overrides = Counter(
+            "edgellm_gateway_affinity_overrides",
+            "Requests not sent to the replica expected to hold their prefix, because it was "
+            "over its bounded load (backend: the replica passed over)",
+            ["model", "backend"],
+            registry=r,
+        )
         self.ttft = Histogram(
             "edgellm_gateway_time_to_first_token_seconds",
             "Arrival at the gateway to the first token, through every hop",
@@ -126,6 +145,13 @@ class GatewayMetrics:
 
     def count_degraded(self, policy: str, model: str, reason: str) -> None:
         self._later(self.degraded, (policy, model, reason), 1.0)
+
+    def count_prompt_tokens(self, model: str, backend: str, cached: int, prefilled: int) -> None:
+        self._later(self.cached_tokens, (model, backend), float(cached))
+        self._later(self.prefilled_tokens, (model, backend), float(prefilled))
+
+    def count_affinity_override(self, model: str, backend: str) -> None:
+        self._later(self.affinity_overrides, (model, backend), 1.0)
 
     def observe_overhead(self, seconds: float) -> None:
         self._later(self.overhead, (), seconds)

@@ -1,0 +1,333 @@
+"""Cache-aware replica choice: which replica of a model most likely holds a prompt's prefix.
+
+Every turn of a conversation resends the whole history, and a node keeps the KV of the
+conversations it served (its slots, then its saved-state LRU). Sending a turn where its history
+is cached saves prefilling it again; sending it anywhere else costs the whole history.
+
+The gateway does not ask the nodes on the hot path. It keeps, per model, an index of the
+prompts it routed: the prompt's wire text (messages serialized one by one, so a conversation's
+earlier turn is a byte prefix of its next) cut into fixed blocks, each block's hash chained with
+its predecessor's (vLLM's block hashing, over text rather than tokens: the gateway has no
+tokenizer for a remote model, and the same text renders to the same tokens on every replica of
+one model). Each replica's blocks sit in an LRU bounded by what the node can keep
+(`capacity_tokens`); an answer's `cache_n` (`prompt_tokens_details.cached_tokens`) below what
+the index expected shrinks that bound, hits grow it back. A replica that goes down or leaves is
+forgotten, so its conversations move in one request each.
+
+The choice balances against load with bounded loads: the replica holding the longest prefix
+gets the request unless that would put it above `balance` x the mean outstanding requests
+(rounded up); then the least-loaded replica gets it and the override is counted. Requests with
+no cached prefix go to the least loaded replica, then the one that served the fewest recent
+requests (a hot conversation's replica takes fewer new ones), then round-robin.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgellm.engine.types import Finished
+
+if TYPE_CHECKING:
+    from edgellm.gateway.call import Call
+    from edgellm.gateway.health import ReplicaState
+    from edgellm.gateway.metrics import GatewayMetrics
+    from edgellm.gateway.route import RouteInfo
+
+_ALPHA = 0.2  # weight of the newest sample in the bytes-per-token estimate
+_RECENT = 64  # routed requests remembered per model for the tie-break of new conversations
+_TICKETS = 4096  # routing decisions awaiting their answer (bounded: failed requests never end)
+_SHRINK = 0.8  # a replica's capacity after a miss, as a share of what the index held for it
+_GROW = 1.05  # a replica's capacity after a hit at full capacity
+
+
+class AffinitySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="false: least outstanding, round-robin among equals")
+    block_bytes: int = Field(
+        128, ge=16, le=65536, description="prompt text hashed per block (matches count blocks)"
+    )
+    capacity_tokens: int = Field(
+        16384,
+        ge=1,
+        description="prompt tokens a replica is assumed to keep cached (its slots' n_ctx cells "
+        "and saved-state LRU; shrunk when answers report fewer cached tokens than expected)",
+    )
+    min_cached_bytes: int = Field(
+        256, ge=0, description="a shorter expected prefix does not steer the choice"
+    )
+    balance: float = Field(
+        1.25,
+        ge=1.0,
+        description="bounded loads: the cached replica takes the request unless its "
+        "outstanding requests would then exceed balance x the mean (rounded up)",
+    )
+    max_blocks: int = Field(100_000, ge=1, description="blocks indexed per model, at most")
+
+
+class Replica(Protocol):
+    id: str
+    state: ReplicaState
+
+
+R = TypeVar("R", bound=Replica)
+
+
+def prompt_bytes(call: Call) -> bytes:
+    """The prompt's wire text: one JSON object per message, so earlier turns are a prefix."""
+    messages = call.history if call.history is not None else call.messages
+    if messages is not None:
+        return b"".join(orjson.dumps(m, option=orjson.OPT_SORT_KEYS) for m in messages)
+    prompt: Any = getattr(call.body, "prompt", "")
+    return prompt.encode() if isinstance(prompt, str) else orjson.dumps(prompt)
+
+
+def block_hashes(data: bytes, block: int) -> list[int]:
+    """Chained hashes of the whole `block`-byte blocks of `data` (a partial tail is left out:
+    it may still grow, and a match is counted in whole blocks)."""
+    out: list[int] = []
+    h = 0
+    for i in range(0, len(data) - block + 1, block):
+        h = hash((h, data[i : i + block]))
+        out.append(h)
+    return out
+
+
+class PrefixIndex:
+    """Block hash → replicas holding it, with one LRU of blocks per replica.
+
+    Memory is bounded: a replica holds at most its capacity in blocks, and the whole index at
+    most `max_blocks` (the largest replica gives way first).
+    """
+
+    def __init__(self, *, block: int, capacity_blocks: int, max_blocks: int) -> None:
+        self.block = block
+        self.default_capacity = capacity_blocks
+        self.max_blocks = max_blocks
+        self.where: dict[int, set[str]] = {}
+        self.lru: dict[str, OrderedDict[int, None]] = {}
+        self.capacity: dict[str, int] = {}
+        self.size = 0
+
+    def match(self, blocks: Sequence[int], replicas: Iterable[str]) -> dict[str, int]:
+        """Leading blocks of `blocks` each replica holds."""
+        result = dict.fromkeys(replicas, 0)
+        todo = set(result)
+        for n, h in enumerate(blocks):
+            holders = self.where.get(h, set())
+            still = todo & holders
+            for r in todo - still:
+                result[r] = n
+            todo = still
+            if not todo:
+                break
+        for r in todo:
+            result[r] = len(blocks)
+        return result
+
+    def insert(self, replica: str, blocks: Sequence[int]) -> None:
+        lru = self.lru.setdefault(replica, OrderedDict())
+        cap = self.capacity.setdefault(replica, self.default_capacity)
+        for h in blocks:
+            if h in lru:
+                lru.move_to_end(h)
+                continue
+            lru[h] = None
+            self.where.setdefault(h, set()).add(replica)
+            self.size += 1
+        while len(lru) > cap:
+            self._evict(replica)
+        while self.size > self.max_blocks:
+            self._evict(max(self.lru, key=lambda r: len(self.lru[r])))
+
+    def _evict(self, replica: str) -> None:
+        h, _ = self.lru[replica].popitem(last=False)
+        holders = self.where[h]
+        holders.discard(replica)
+        if not holders:
+            del self.where[h]
+        self.size -= 1
+
+    def resize(self, replica: str, capacity: int) -> None:
+        self.capacity[replica] = max(1, capacity)
+        lru = self.lru.get(replica)
+        while lru and len(lru) > self.capacity[replica]:
+            self._evict(replica)
+
+    def held(self, replica: str) -> int:
+        lru = self.lru.get(replica)
+        return len(lru) if lru else 0
+
+    def forget(self, replica: str) -> None:
+        for h in self.lru.pop(replica, OrderedDict()):
+            holders = self.where[h]
+            holders.discard(replica)
+            if not holders:
+                del self.where[h]
+            self.size -= 1
+        self.capacity.pop(replica, None)
+
+    def replicas(self) -> set[str]:
+        return set(self.lru)
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One routing decision, kept until the answer says how much was really cached."""
+
+    blocks: list[int]
+    expected: dict[str, int]  # blocks of the prompt each replica was expected to hold
+    prompt_len: int  # bytes
+    at: float = field(default_factory=time.monotonic)
+
+
+class ReplicaAffinity:
+    """Orders one model's replicas for a request and learns from the answers."""
+
+    def __init__(
+        self,
+        model: str,
+        settings: AffinitySettings | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = s = settings or AffinitySettings()
+        self.metrics = metrics
+        self.bytes_per_token = 4.0  # English BPE prior; learned from the answers' prompt_tokens
+        self.index = PrefixIndex(
+            block=s.block_bytes,
+            capacity_blocks=self._blocks_for(s.capacity_tokens),
+            max_blocks=s.max_blocks,
+        )
+        self._recent: deque[str] = deque(maxlen=_RECENT)
+        self._tickets: OrderedDict[str, Ticket] = OrderedDict()
+        self._rr = itertools.count()
+        self.overrides = 0
+
+    def _blocks_for(self, tokens: int) -> int:
+        return max(1, int(tokens * self.bytes_per_token / self.settings.block_bytes))
+
+    def tokens(self, blocks: int) -> int:
+        return int(blocks * self.settings.block_bytes / self.bytes_per_token)
+
+    # -- choosing --------------------------------------------------------------------------
+
+    def order(self, replicas: Sequence[R], call: Call, info: RouteInfo | None = None) -> list[R]:
+        """Available replicas first: the one expected to hold the longest prefix unless it is
+        over its bounded load, then by load; unavailable replicas last."""
+        now = time.monotonic()
+        available = [r for r in replicas if r.state.available(now)]
+        self._prune(available)
+        down = [r for r in replicas if r not in available]
+        if not available:
+            return list(replicas)
+        data = prompt_bytes(call)
+        blocks = block_hashes(data, self.settings.block_bytes)
+        matched = self.index.match(blocks, (r.id for r in available))
+        self._tickets[call.answer_id] = Ticket(blocks, matched, len(data))
+        self._tickets.move_to_end(call.answer_id)
+        while len(self._tickets) > _TICKETS:
+            self._tickets.popitem(last=False)
+
+        start = next(self._rr) % len(available)
+        rotated = available[start:] + available[:start]
+        recent = {r.id: 0 for r in available}
+        for rid in self._recent:
+            if rid in recent:
+                recent[rid] += 1
+        by_load = sorted(
+            rotated,
+            key=lambda r: (r.state.outstanding, recent[r.id], self.index.held(r.id)),
+        )
+        best = max(rotated, key=lambda r: (matched[r.id], -r.state.outstanding))
+        best_blocks = matched[best.id]
+        reason = "no cached prefix"
+        if best_blocks * self.settings.block_bytes >= self.settings.min_cached_bytes:
+            total = sum(r.state.outstanding for r in available)
+            bound = math.ceil(self.settings.balance * (total + 1) / len(available))
+            if best.state.outstanding + 1 <= bound:
+                reason = "cached prefix"
+                by_load.remove(best)
+                by_load.insert(0, best)
+            else:
+                reason = "cached prefix, overloaded"
+                self.overrides += 1
+                if self.metrics is not None:
+                    self.metrics.count_affinity_override(self.model, best.id)
+        if info is not None:
+            info.signals["affinity"] = {
+                "expected_cached_tokens": {
+                    r.id: min(self.tokens(matched[r.id]), self._prompt_tokens(len(data)))
+                    for r in available
+                },
+                "reason": reason,
+            }
+        return by_load + down
+
+    def _prompt_tokens(self, n_bytes: int) -> int:
+        return max(1, int(n_bytes / self.bytes_per_token))
+
+    def _prune(self, available: Sequence[Replica]) -> None:
+        """Forget replicas that left (DNS) or went down: whatever they held is not to be
+        counted on (a node that comes back has usually restarted with an empty cache)."""
+        keep = {r.id for r in available}
+        for rid in self.index.replicas() - keep:
+            self.index.forget(rid)
+
+    # -- learning --------------------------------------------------------------------------
+
+    def routed(self, replica: str, call: Call) -> None:
+        """The replica took the request: it will hold the prompt's blocks."""
+        ticket = self._tickets.get(call.answer_id)
+        if ticket is None:
+            data = prompt_bytes(call)
+            blocks = block_hashes(data, self.settings.block_bytes)
+            ticket = Ticket(blocks, {}, len(data))
+            self._tickets[call.answer_id] = ticket
+        self.index.insert(replica, ticket.blocks)
+        self._recent.append(replica)
+
+    def finished(self, replica: str, call: Call, last: object) -> None:
+        """Correct the index from what the replica reported it reused."""
+        ticket = self._tickets.pop(call.answer_id, None)
+        if ticket is None or not isinstance(last, Finished):
+            return
+        t = last.timings
+        if self.metrics is not None:
+            self.metrics.count_prompt_tokens(self.model, replica, t.cache_n, t.prompt_n)
+        if last.prompt_tokens > 0 and ticket.prompt_len > 0:
+            sample = ticket.prompt_len / last.prompt_tokens
+            self.bytes_per_token = (1 - _ALPHA) * self.bytes_per_token + _ALPHA * sample
+        if t.cache_n + t.prompt_n == 0:
+            return  # the upstream reports no timings: nothing to correct from
+        expected = self.tokens(ticket.expected.get(replica, 0))
+        slack = self.tokens(1) + self.settings.min_cached_bytes / self.bytes_per_token
+        held = self.index.held(replica)
+        cap = self.index.capacity.get(replica, self.index.default_capacity)
+        if t.cache_n + slack < expected:
+            # Evicted sooner than the index assumed: the node keeps less than `capacity`
+            # (other clients, longer answers, a restart). Keep what was just prefilled.
+            self.index.resize(replica, max(len(ticket.blocks), int(held * _SHRINK)))
+        elif expected > 0 and held >= cap:
+            top = self._blocks_for(self.settings.capacity_tokens)
+            self.index.resize(replica, min(top, max(cap + 1, int(cap * _GROW))))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "blocks": self.index.size,
+            "bytes_per_token": round(self.bytes_per_token, 2),
+            "overrides": self.overrides,
+            "replicas": {
+                r: {"blocks": len(lru), "capacity_blocks": self.index.capacity.get(r)}
+                for r, lru in self.index.lru.items()
+            },
+        }

@@ -1,0 +1,241 @@
+"""Cache-aware replica choice: the prefix index, its bounds and corrections, load balance."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from edgellm.engine.types import Finished, FinishReason, Timings
+from edgellm.gateway.affinity import (
+    AffinitySettings,
+    PrefixIndex,
+    ReplicaAffinity,
+    block_hashes,
+    prompt_bytes,
+)
+from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.metrics import GatewayMetrics
+from edgellm.gateway.route import RouteInfo
+
+_ids = itertools.count()
+
+
+@dataclass
+class FakeReplica:
+    id: str
+    state: ReplicaState = field(default_factory=ReplicaState)
+
+
+@dataclass
+class FakeCall:
+    """What the affinity reads of a gateway `Call`."""
+
+    messages: list[dict[str, Any]] | None
+    history: list[dict[str, Any]] | None = None
+    body: Any = None
+    answer_id: str = field(default_factory=lambda: f"chatcmpl-{next(_ids)}")
+
+
+def conversation(topic: str, turns: int) -> list[list[dict[str, Any]]]:
+    """The prompts of a conversation's turns: each resends the history."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are terse. " * 8}]
+    prompts = []
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"{topic} question {t}: " + "why? " * 40})
+        prompts.append(list(messages))
+        messages.append({"role": "assistant", "content": f"{topic} answer {t} " + "so. " * 40})
+    return prompts
+
+
+def finished(cache_n: int, prompt_n: int) -> Finished:
+    return Finished(
+        FinishReason.STOP, cache_n + prompt_n, 8, Timings(cache_n=cache_n, prompt_n=prompt_n)
+    )
+
+
+def serve(aff: ReplicaAffinity, replicas: list[FakeReplica], messages: list[Any]) -> FakeReplica:
+    """Route one request and record that the first replica of the order took it."""
+    call = FakeCall(messages)
+    chosen = aff.order(replicas, call)[0]  # type: ignore[arg-type]
+    aff.routed(chosen.id, call)  # type: ignore[arg-type]
+    return chosen
+
+
+def test_an_earlier_turn_is_a_prefix_of_the_next_and_another_conversation_shares_nothing() -> None:
+    a1, a2 = conversation("rust", 2)
+    b1 = conversation("cats", 1)[0]
+    b1[0] = {"role": "system", "content": "Another system prompt. " * 8}
+    ha1 = block_hashes(prompt_bytes(FakeCall(a1)), 64)  # type: ignore[arg-type]
+    ha2 = block_hashes(prompt_bytes(FakeCall(a2)), 64)  # type: ignore[arg-type]
+    hb1 = block_hashes(prompt_bytes(FakeCall(b1)), 64)  # type: ignore[arg-type]
+    assert len(ha1) >= 4 and ha2[: len(ha1)] == ha1
+    assert not set(hb1) & set(ha1)
+
+
+def test_history_from_a_conversation_id_counts_like_resent_messages() -> None:
+    a2 = conversation("rust", 2)[1]
+    resent = prompt_bytes(FakeCall(a2))  # type: ignore[arg-type]
+    stored = prompt_bytes(FakeCall([a2[-1]], history=a2))  # type: ignore[arg-type]
+    assert stored == resent
+    assert prompt_bytes(FakeCall([a2[-1]])) != resent  # type: ignore[arg-type]
+
+
+def test_a_later_turn_goes_where_its_history_is_and_a_new_conversation_does_not_follow() -> None:
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1"), FakeReplica("r2")]
+    convs = [conversation(f"topic{i}", 4) for i in range(6)]
+    first = [serve(aff, replicas, c[0]).id for c in convs]
+    assert len(set(first)) == 3  # new conversations spread over the replicas
+    for turn in range(1, 4):
+        for c, home in zip(convs, first, strict=True):
+            info = RouteInfo()
+            call = FakeCall(c[turn])
+            chosen = aff.order(replicas, call, info)[0]  # type: ignore[arg-type]
+            aff.routed(chosen.id, call)  # type: ignore[arg-type]
+            assert chosen.id == home
+            assert info.signals["affinity"]["reason"] == "cached prefix"
+            expected = info.signals["affinity"]["expected_cached_tokens"]
+            # the others hold the shared system prompt at most
+            assert expected[home] > max(v for k, v in expected.items() if k != home)
+
+
+def test_without_a_cached_prefix_the_least_loaded_replica_wins() -> None:
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    replicas[0].state.outstanding = 2
+    info = RouteInfo()
+    order = aff.order(replicas, FakeCall(conversation("x", 1)[0]), info)  # type: ignore[arg-type]
+    assert [r.id for r in order] == ["r1", "r0"]
+    assert info.signals["affinity"]["reason"] == "no cached prefix"
+
+
+def test_the_cached_replica_gives_way_beyond_its_bounded_load_and_the_override_is_counted() -> None:
+    metrics = GatewayMetrics()
+    aff = ReplicaAffinity("m", AffinitySettings(balance=1.25), metrics)
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    t1, t2 = conversation("hot", 2)
+    home = serve(aff, replicas, t1)
+    other = next(r for r in replicas if r is not home)
+    home.state.outstanding = 1  # within the bound: ceil(1.25 * 2 / 2) = 2
+    assert aff.order(replicas, FakeCall(t2))[0] is home  # type: ignore[arg-type]
+    home.state.outstanding = 3  # ceil(1.25 * 4 / 2) = 3 < 4
+    info = RouteInfo()
+    assert aff.order(replicas, FakeCall(t2), info)[0] is other  # type: ignore[arg-type]
+    assert info.signals["affinity"]["reason"] == "cached prefix, overloaded"
+    metrics.fold()
+    overrides = metrics.affinity_overrides.labels("m", home.id)._value.get()
+    assert overrides == 1 and aff.overrides == 1
+
+
+def test_a_replica_keeps_at_most_its_capacity_and_the_oldest_conversations_go_first() -> None:
+    settings = AffinitySettings(block_bytes=64, capacity_tokens=400)  # 400 * 4 / 64 = 25 blocks
+    aff = ReplicaAffinity("m", settings)
+    only = [FakeReplica("r0")]
+    convs = [conversation(f"t{i}", 1)[0] for i in range(6)]
+    for c in convs:
+        serve(aff, only, c)
+    assert aff.index.held("r0") == 25
+    blocks = [block_hashes(prompt_bytes(FakeCall(c)), 64) for c in convs]  # type: ignore[arg-type]
+    newest = aff.index.match(blocks[-1], ["r0"])["r0"]
+    oldest = aff.index.match(blocks[0], ["r0"])["r0"]
+    assert newest == len(blocks[-1])
+    assert oldest < newest  # only the shared system prompt's blocks are left of it
+
+
+def test_the_whole_index_is_bounded_in_blocks() -> None:
+    index = PrefixIndex(block=16, capacity_blocks=1000, max_blocks=50)
+    for r in range(5):
+        index.insert(f"r{r}", list(range(r * 100, r * 100 + 30)))
+    assert index.size <= 50
+    assert index.size == sum(index.held(f"r{r}") for r in range(5))
+    assert sum(len(v) for v in index.where.values()) == index.size
+
+
+def test_a_reported_miss_shrinks_the_replica_capacity_and_hits_grow_it_back() -> None:
+    settings = AffinitySettings(block_bytes=64, capacity_tokens=2000)
+    aff = ReplicaAffinity("m", settings)
+    only = [FakeReplica("r0")]
+    for i in range(6):
+        serve(aff, only, conversation(f"t{i}", 1)[0])
+    full = aff.index.capacity["r0"]
+    t2 = conversation("t0", 2)[1]
+    call = FakeCall(t2)
+    aff.order(only, call)  # type: ignore[arg-type]
+    aff.routed("r0", call)  # type: ignore[arg-type]
+    aff.finished("r0", call, finished(cache_n=0, prompt_n=300))  # type: ignore[arg-type]
+    shrunk = aff.index.capacity["r0"]
+    assert shrunk < full
+    assert aff.index.held("r0") <= shrunk
+    # a hit as expected, at full (shrunk) capacity: the bound grows again
+    for i in range(20):
+        c1, c2 = conversation(f"g{i}", 2)
+        serve(aff, only, c1)
+        call = FakeCall(c2)
+        aff.order(only, call)  # type: ignore[arg-type]
+        aff.routed("r0", call)  # type: ignore[arg-type]
+        expected = aff.tokens(aff._tickets[call.answer_id].expected["r0"])
+        aff.finished("r0", call, finished(cache_n=expected, prompt_n=50))  # type: ignore[arg-type]
+    assert aff.index.capacity["r0"] > shrunk
+
+
+def test_an_answer_without_timings_corrects_nothing() -> None:
+    aff = ReplicaAffinity("m", AffinitySettings(block_bytes=64))
+    only = [FakeReplica("r0")]
+    t1, t2 = conversation("a", 2)
+    serve(aff, only, t1)
+    call = FakeCall(t2)
+    aff.order(only, call)  # type: ignore[arg-type]
+    aff.routed("r0", call)  # type: ignore[arg-type]
+    before = aff.index.capacity["r0"]
+    aff.finished("r0", call, finished(cache_n=0, prompt_n=0))  # type: ignore[arg-type]
+    assert aff.index.capacity["r0"] == before
+
+
+def test_the_bytes_per_token_estimate_follows_the_reported_prompt_tokens() -> None:
+    aff = ReplicaAffinity("m")
+    only = [FakeReplica("r0")]
+    for i in range(30):
+        call = FakeCall(conversation(f"c{i}", 1)[0])
+        aff.order(only, call)  # type: ignore[arg-type]
+        aff.routed("r0", call)  # type: ignore[arg-type]
+        n = len(prompt_bytes(call))  # type: ignore[arg-type]
+        aff.finished("r0", call, finished(cache_n=0, prompt_n=n // 2))  # type: ignore[arg-type]
+    assert aff.bytes_per_token == pytest.approx(2.0, rel=0.05)
+
+
+@pytest.mark.parametrize("how", ["down", "left"])
+def test_a_replica_that_goes_down_or_leaves_loses_its_conversations(how: str) -> None:
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    t1, t2, t3 = conversation("moving", 3)
+    home = serve(aff, replicas, t1)
+    other = next(r for r in replicas if r is not home)
+    if how == "down":
+        home.state.healthy = False
+        present = replicas
+    else:
+        present = [other]
+    order = aff.order(present, FakeCall(t2))  # type: ignore[arg-type]
+    assert order[0] is other and home.id not in aff.index.replicas()
+    aff.routed(other.id, FakeCall(t2))  # type: ignore[arg-type]
+    home.state.healthy = True  # back, with an empty cache: the conversation stays moved
+    assert aff.order(replicas, FakeCall(t3))[0] is other  # type: ignore[arg-type]
+
+
+def test_a_single_hot_conversation_does_not_take_more_than_its_share_of_new_ones() -> None:
+    """New conversations avoid the replica a hot conversation keeps busy."""
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    hot = conversation("hot", 12)
+    home = serve(aff, replicas, hot[0])
+    counts = {"r0": 0, "r1": 0}
+    counts[home.id] += 1
+    for turn in range(1, 12):
+        counts[serve(aff, replicas, hot[turn]).id] += 1
+        counts[serve(aff, replicas, conversation(f"cold{turn}", 1)[0]).id] += 1
+    assert counts[home.id] == 12  # every hot turn stayed home
+    other = next(r for r in replicas if r is not home).id
+    assert counts[other] >= 9  # most new conversations went to the other replica
