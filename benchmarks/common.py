@@ -8,12 +8,13 @@ import platform
 import random
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
 import httpx
 
+from edgellm.config import EngineConfig
+from edgellm.deploy.launch import node_command, served_model
 from edgellm.reference import require_tool
 
 
@@ -46,11 +47,8 @@ def start_edgellm_node(
     ctx: int = 2048,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable, "-m", "edgellm", "node", "--model", model, "--threads", str(threads),
-        "--port", str(port), "--ctx", str(ctx), "--parallel", str(parallel),
-        "--log-level", "warning",
-    ]  # fmt: skip
+    engine = EngineConfig(n_threads=threads, n_ctx=ctx, parallel=parallel)
+    cmd = node_command(served_model(model, engine=engine), port=port)
     proc = subprocess.Popen(cmd, env=env)
     wait_healthy(proc, f"http://127.0.0.1:{port}")
     return proc

@@ -10,7 +10,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +18,8 @@ import httpx
 import psutil
 
 from edgellm.bench.devices import DeviceProfile
+from edgellm.config import EngineConfig
+from edgellm.deploy.launch import node_command, served_model
 
 
 class LocalServerError(Exception):
@@ -127,11 +128,8 @@ class LocalServer:
         threads = self.threads
         if self.profile is not None and threads == 0:
             threads = min(self.profile.cores, os.cpu_count() or 1)
-        cmd = [
-            sys.executable, "-m", "edgellm", "node", "--model", self.model,
-            "--port", str(self.port), "--threads", str(threads), "--ctx", str(self.ctx),
-            "--log-level", "warning",
-        ]  # fmt: skip
+        model = served_model(self.model, engine=EngineConfig(n_threads=threads, n_ctx=self.ctx))
+        cmd = node_command(model, port=self.port)
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         if self.profile is not None:

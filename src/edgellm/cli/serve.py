@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
-from edgellm.config import EdgeLLMConfig, EngineConfig, ModelConfig, ServerConfig
+from edgellm.config import (
+    DEFAULT_MAX_TOKENS,
+    EdgeLLMConfig,
+    EngineConfig,
+    ModelConfig,
+    ServerConfig,
+    Tier,
+    format_validation_error,
+)
+from edgellm.deploy.launch import served_model
 from edgellm.errors import EdgeLLMError
-from edgellm.models.bundled import get_bundled
 
 err = Console(stderr=True)
+FlashAttn = Literal["auto", "on", "off"]
 
 
 def _fail(exc: EdgeLLMError) -> None:
@@ -53,49 +64,60 @@ def register(app: typer.Typer) -> None:
             ..., "--model", "-m", help="bundled name, path to a .gguf, or repo_id/file.gguf"
         ),
         name: str | None = typer.Option(None, help="name clients use (default: --model)"),
+        alias: list[str] = typer.Option(
+            [], "--alias", help="another name clients may use (repeatable)"
+        ),
+        tier: Tier | None = typer.Option(
+            None, help="tier in /v1/models (default: the catalog's; a local file: edge-small)"
+        ),
         host: str = typer.Option("127.0.0.1", help="bind address"),
         port: int = typer.Option(8080, help="port"),
         threads: int = typer.Option(0, help="llama.cpp threads (0 = all available CPUs)"),
         ctx: int = typer.Option(8192, help="context window in tokens"),
+        batch: int = typer.Option(512, help="prompt tokens evaluated per llama_decode call"),
+        ubatch: int = typer.Option(512, help="physical batch size (llama.cpp n_ubatch)"),
+        flash_attn: FlashAttn = typer.Option(
+            "auto", help="flash attention: auto lets llama.cpp decide"
+        ),
         parallel: int = typer.Option(
             1, "--parallel", "-np", help="slots decoded together (continuous batching when > 1)"
         ),
         kv_unified: bool = typer.Option(
             False,
-            "--kv-unified",
+            "--kv-unified/--no-kv-unified",
             help="with --parallel > 1: one KV cache of --ctx cells shared by all slots "
             "(default: --ctx cells per slot)",
         ),
         max_queue: int = typer.Option(32, help="requests that may wait before 429"),
+        default_max_tokens: int = typer.Option(
+            DEFAULT_MAX_TOKENS, help="max_tokens for requests that give none"
+        ),
         seed: int | None = typer.Option(None, help="default seed for requests without one"),
         log_level: str = typer.Option("info"),
     ) -> None:
         """Serve one model: an EdgeLLM node, as deployed on each edge device."""
         from edgellm.node.server import run
 
-        engine = EngineConfig(
-            n_threads=threads,
-            n_ctx=ctx,
-            parallel=parallel,
-            kv_unified=kv_unified,
-            max_queue=max_queue,
-            seed=seed,
-        )
-        cfg = node_config(model, name=name, host=host, port=port, engine=engine)
-        run(cfg, log_level=log_level)
+        try:
+            engine = EngineConfig(
+                n_threads=threads,
+                n_ctx=ctx,
+                n_batch=batch,
+                n_ubatch=ubatch,
+                flash_attn={"auto": None, "on": True, "off": False}[flash_attn],
+                parallel=parallel,
+                kv_unified=kv_unified,
+                max_queue=max_queue,
+                default_max_tokens=default_max_tokens,
+                seed=seed,
+            )
+        except ValidationError as exc:
+            err.print(f"[red]error:[/red] {format_validation_error(exc)}")
+            raise typer.Exit(2) from exc
+        served = served_model(model, name=name, aliases=alias, tier=tier, engine=engine)
+        run(node_config(served, host=host, port=port), log_level=log_level)
 
 
-def node_config(
-    model: str, *, name: str | None, host: str, port: int, engine: EngineConfig
-) -> EdgeLLMConfig:
-    """What `edgellm node` serves: one model, named `name` (default: the bundled name or the
-    file's stem), in the tier its catalog entry gives (a local file: edge-small)."""
-    served = name or (Path(model).stem if model.endswith(".gguf") else model)
-    bundled = get_bundled(model)
-    served_model = ModelConfig(
-        name=served.replace(" ", "-"),
-        source=model,
-        engine=engine,
-        tier=bundled.tier if bundled is not None else "edge-small",
-    )
-    return EdgeLLMConfig(server=ServerConfig(host=host, port=port), models=[served_model])
+def node_config(model: ModelConfig, *, host: str, port: int) -> EdgeLLMConfig:
+    """What `edgellm node` serves: the one model, on host:port."""
+    return EdgeLLMConfig(server=ServerConfig(host=host, port=port), models=[model])

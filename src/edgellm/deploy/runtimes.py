@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgellm.config import ModelConfig
+from edgellm.deploy.launch import node_args
 
 if TYPE_CHECKING:
     from edgellm.deploy.spec import ClusterSpec, NodeWorkload
@@ -40,29 +41,11 @@ def threads(model: ModelConfig, work: NodeWorkload) -> int:
 
 @register("edgellm")
 def edgellm_node(spec: ClusterSpec, model: ModelConfig, work: NodeWorkload) -> dict[str, Any]:
-    """`edgellm node`: bundled names, local paths and hub references all resolve."""
-    engine = model.engine
-    args = [
-        "node",
-        "--model",
-        model.source,
-        "--name",
-        model.name,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(PORT),
-        "--threads",
-        str(threads(model, work)),
-        "--ctx",
-        str(engine.n_ctx),
-        "--parallel",
-        str(engine.parallel),
-        "--max-queue",
-        str(engine.max_queue),
-    ]
-    if engine.seed is not None:
-        args += ["--seed", str(engine.seed)]
+    """`edgellm node`: bundled names, local paths and hub references all resolve; every field of
+    the model's config (aliases, tier, the whole engine) is on the command line."""
+    engine = model.engine.model_copy(update={"n_threads": threads(model, work)})
+    served = model.model_copy(update={"engine": engine})
+    args = node_args(served, host="0.0.0.0", port=PORT)
     return {"image": spec.image, "command": ["edgellm"], "args": args}
 
 
@@ -76,8 +59,9 @@ def llama_server(spec: ClusterSpec, model: ModelConfig, work: NodeWorkload) -> d
     args = [
         "-m",
         model.source,
+        # Comma-separated names (llama-server's --alias): the model name first, then its aliases.
         "--alias",
-        model.name,
+        ",".join([model.name, *model.aliases]),
         "--host",
         "0.0.0.0",
         "--port",
@@ -86,6 +70,12 @@ def llama_server(spec: ClusterSpec, model: ModelConfig, work: NodeWorkload) -> d
         str(engine.n_ctx * engine.parallel),
         "-np",
         str(engine.parallel),
+        "-b",
+        str(engine.n_batch),
+        "-ub",
+        str(engine.n_ubatch),
+        "-fa",
+        {None: "auto", True: "on", False: "off"}[engine.flash_attn],
         "--metrics",
     ]
     n = threads(model, work)

@@ -29,6 +29,7 @@ from types import FrameType, TracebackType
 
 import httpx
 
+from edgellm.deploy.launch import node_command
 from edgellm.testbed import cgroups, host
 from edgellm.testbed.host import TestbedError, in_ns, run
 from edgellm.testbed.proxy import DelayProxy, LinkImpairment
@@ -392,28 +393,7 @@ class Testbed:
         if node.running:
             return node
         s = node.spec
-        cmd = [
-            self.python,
-            "-m",
-            "edgellm",
-            "node",
-            "--model",
-            s.model,
-            "--name",
-            node.served_name,
-            "--host",
-            node.ip,
-            "--port",
-            str(NODE_PORT),
-            "--threads",
-            str(s.threads),
-            "--ctx",
-            str(s.ctx),
-            "--max-queue",
-            str(s.max_queue),
-            "--log-level",
-            "warning",
-        ]
+        cmd = node_command(s.served(), host=node.ip, port=NODE_PORT, python=self.python)
         if s.cpuset:
             cmd = ["taskset", "-c", ",".join(map(str, s.cpuset)), *cmd]
         with node.log_path.open("ab") as out:

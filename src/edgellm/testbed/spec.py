@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edgellm.config import ConfigError, format_validation_error
+from edgellm.config import ConfigError, EngineConfig, ModelConfig, format_validation_error
+from edgellm.deploy.launch import served_model
 
 # Linux interface names hold at most 15 characters: "<prefix>-<node>" must fit.
 PREFIX_PATTERN = r"^[a-z][a-z0-9]{1,5}$"
@@ -30,7 +31,35 @@ class NodeSpec(BaseModel):
     memory_mb: int | None = Field(768, ge=64, description="memory cap (cgroup memory limit)")
     threads: int = Field(1, ge=1, description="llama.cpp threads")
     ctx: int = Field(1024, ge=128)
+    parallel: int = Field(1, ge=1, le=64, description="slots decoded together")
     max_queue: int = Field(32, ge=0)
+    engine: dict[str, Any] = Field(
+        default_factory=dict,
+        description="other EngineConfig fields (n_batch, flash_attn, kv_unified, ...)",
+    )
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> NodeSpec:
+        self.served()  # an unknown or invalid engine field fails here, not at start-up
+        return self
+
+    def served(self) -> ModelConfig:
+        """The model this node serves, as `edgellm node` gets it (edgellm.deploy.launch)."""
+        shorthand = {"n_threads", "n_ctx", "parallel", "max_queue"} & set(self.engine)
+        if shorthand:
+            raise ValueError(
+                f"engine: set {sorted(shorthand)} with threads, ctx, parallel, max_queue"
+            )
+        engine = EngineConfig.model_validate(
+            self.engine
+            | {
+                "n_threads": self.threads,
+                "n_ctx": self.ctx,
+                "parallel": self.parallel,
+                "max_queue": self.max_queue,
+            }
+        )
+        return served_model(self.model, name=self.served_name or self.model, engine=engine)
 
 
 class LinkSpec(BaseModel):

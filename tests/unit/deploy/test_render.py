@@ -242,7 +242,8 @@ def test_llama_server_runtime_renders_a_valid_node(spec: ClusterSpec) -> None:
     assert "command" not in container  # the image's own entrypoint is llama-server
     args = container["args"]
     assert args[args.index("-m") + 1] == "/models/smollm2.q4_1.gguf"
-    assert args[args.index("--alias") + 1] == "smollm2-135m-instruct"
+    # The model's name, then its aliases (the example gives smollm2 one).
+    assert args[args.index("--alias") + 1] == "smollm2-135m-instruct,smollm2"
     assert args[args.index("-t") + 1] == "2"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert service["spec"]["clusterIP"] == "None"  # the gateway finds it the same way
