@@ -286,24 +286,25 @@ class ReplicaAffinity:
     # -- learning --------------------------------------------------------------------------
 
     def routed(self, replica: str, call: Call) -> None:
-        """The replica took the request: it will hold the prompt's blocks."""
+        """The replica took the request: it will hold the prompt's blocks. (Nothing to do for a
+        request that was not ordered here: a model with one replica has no choice to make.)"""
         ticket = self._tickets.get(call.answer_id)
         if ticket is None:
-            data = prompt_bytes(call)
-            blocks = block_hashes(data, self.settings.block_bytes)
-            ticket = Ticket(blocks, {}, len(data))
-            self._tickets[call.answer_id] = ticket
+            return
         self.index.insert(replica, ticket.blocks)
         self._recent.append(replica)
 
     def finished(self, replica: str, call: Call, last: object) -> None:
         """Correct the index from what the replica reported it reused."""
-        ticket = self._tickets.pop(call.answer_id, None)
-        if ticket is None or not isinstance(last, Finished):
+        if not isinstance(last, Finished):
+            self._tickets.pop(call.answer_id, None)
             return
         t = last.timings
         if self.metrics is not None:
             self.metrics.count_prompt_tokens(self.model, replica, t.cache_n, t.prompt_n)
+        ticket = self._tickets.pop(call.answer_id, None)
+        if ticket is None:
+            return
         if last.prompt_tokens > 0 and ticket.prompt_len > 0:
             sample = ticket.prompt_len / last.prompt_tokens
             self.bytes_per_token = (1 - _ALPHA) * self.bytes_per_token + _ALPHA * sample
