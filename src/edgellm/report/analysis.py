@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from edgellm.bench.records import RequestRecord, ResourceSample
 from edgellm.bench.search import SearchResult
 from edgellm.bench.slo import SloSummary, evaluate, slo_summary
-from edgellm.report.stats import MeanCI, mean_ci
+from edgellm.report.stats import MeanCI, Proportion, mean_ci, wilson
 
 PERCENTILES = (50, 90, 95, 99)
 CONTEXT_BUCKETS = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -203,6 +203,9 @@ class RunSummary(BaseModel):
     energy: dict[str, Any] | None = None
     slo: SloSummary | None = None
     search: SearchResult | None = None
+    slo_intervals: dict[str, Proportion] = {}
+    """Wilson 95 % intervals of the SLO attainments: "STAGE" (every bound) and "STAGE:KEY"
+    (one bound), for each stage and "all"."""
     warnings: list[str] = []
     repeats: RepeatSummary | None = None
 
@@ -265,6 +268,7 @@ def summarize(
     table = model_rows(records, samples, accuracy)
     if search is not None and slo:
         search = _recomputed(records, search, slo)
+    slo_figures = slo_summary(records, slo) if slo else None
     return RunSummary(
         table=table,
         ttft_s=distribution([r.ttft_s for r in ok]),
@@ -275,10 +279,23 @@ def summarize(
         cv_by_context=cv_by_context(ok),
         server_timings_source=sorted({r.server.source for r in ok if r.server}),
         energy=energy,
-        slo=slo_summary(records, slo) if slo else None,
+        slo=slo_figures,
         search=search,
+        slo_intervals=attainment_intervals(slo_figures) if slo_figures else {},
         warnings=resource_warnings(table, sample_interval_s),
     )
+
+
+def attainment_intervals(slo: SloSummary) -> dict[str, Proportion]:
+    """Wilson intervals of every attainment of `slo` (keys as in `RunSummary.slo_intervals`)."""
+    intervals = {}
+    for result in [*slo.stages, slo.overall]:
+        intervals[result.stage] = wilson(result.met, result.counted)
+        for key, fraction in result.per_constraint.items():
+            if fraction is not None:
+                inside = round(fraction * result.counted)
+                intervals[f"{result.stage}:{key}"] = wilson(inside, result.counted)
+    return intervals
 
 
 def _recomputed(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from statistics import NormalDist
 
 from pydantic import BaseModel
 
@@ -109,6 +110,35 @@ def mean_ci(values: Sequence[float | None], level: float = 0.95) -> MeanCI:
     std = math.sqrt(sum((x - mean) ** 2 for x in data) / (n - 1))
     half = t_quantile(0.5 + level / 2.0, n - 1) * std / math.sqrt(n)
     return MeanCI(n=n, mean=mean, std=std, low=mean - half, high=mean + half, level=level)
+
+
+class Proportion(BaseModel):
+    k: int
+    n: int
+    value: float | None
+    low: float | None
+    high: float | None
+    """Wilson score interval (None when n is 0)."""
+    level: float = 0.95
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> Proportion:
+    """A proportion k/n with its Wilson score interval: it stays inside [0, 1], is not empty
+    at 0/n or n/n (where the normal approximation gives a zero-width interval), and covers
+    close to the nominal level for small n (Brown, Cai & DasGupta 2001)."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return Proportion(k=0, n=0, value=None, low=None, high=None, level=level)
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    p = k / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # at k = 0 (or n) the bound is exactly 0 (or 1); clamp the rounding
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Proportion(k=k, n=n, value=p, low=low, high=high, level=level)
 
 
 class Difference(BaseModel):

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgellm.report.analysis import ModelRow, RunSummary
+from edgellm.report.stats import Proportion, wilson
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (ModelRow field, header, format)
@@ -54,8 +55,11 @@ def print_table(console: Console, summary: RunSummary) -> None:
     console.print(table)
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+def _pct_ci(p: Proportion | None) -> str:
+    """`95.0% (76.4-99.1)`: the proportion and its Wilson 95 % interval."""
+    if p is None or p.value is None or p.low is None or p.high is None:
+        return "-"
+    return f"{p.value:.1%} ({p.low * 100:.1f}-{p.high * 100:.1f})"
 
 
 def _num(value: float | None, fmt: str = "{:.3g}") -> str:
@@ -68,7 +72,7 @@ def slo_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     if slo is None:
         return [], []
     keys = list(slo.limits)
-    header = ["stage", "counted", "met", "missed", "errored", "cancelled", "attainment"]
+    header = ["stage", "counted", "met", "missed", "errored", "cancelled", "attainment (95 % CI)"]
     header += [f"{k} ≤ {slo.limits[k]:g} s" for k in keys]
     header += ["load req/s", "goodput req/s", "goodput tok/s"]
     rows = []
@@ -76,8 +80,8 @@ def slo_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     for r in results:
         rows.append(
             [r.stage, str(r.counted), str(r.met), str(r.missed), str(r.errored)]
-            + [str(r.cancelled), _pct(r.attainment)]
-            + [_pct(r.per_constraint.get(k)) for k in keys]
+            + [str(r.cancelled), _pct_ci(summary.slo_intervals.get(r.stage))]
+            + [_pct_ci(summary.slo_intervals.get(f"{r.stage}:{k}")) for k in keys]
             + [_num(r.request_rate), _num(r.goodput_rps), _num(r.goodput_tps, "{:.1f}")]
         )
     return header, rows
@@ -98,13 +102,24 @@ def search_rows(summary: RunSummary) -> tuple[str, list[str], list[list[str]]]:
             else f" (no failing rate found; {search.reason})"
         )
     note = f"{search.arrivals} arrivals, target attainment {search.target:.0%}: {verdict}"
-    header = ["step", "rate req/s", "requests", "attainment", "goodput req/s", "goodput tok/s"]
+    header = [
+        "step",
+        "sessions/s",
+        "requests",
+        "attainment (95 % CI)",
+        "goodput req/s",
+        "goodput tok/s",
+    ]
     rows = [
         [
             str(s.step),
             f"{s.rate:.4g}",
             str(s.requests),
-            _pct(s.attainment),
+            _pct_ci(
+                wilson(round(s.attainment * s.requests), s.requests)
+                if s.attainment is not None
+                else None
+            ),
             _num(s.goodput_rps),
             _num(s.goodput_tps, "{:.1f}"),
         ]

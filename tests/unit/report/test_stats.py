@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from edgellm.report.stats import betainc, bootstrap, mean_ci, t_cdf, t_quantile, welch
+from edgellm.report.stats import betainc, bootstrap, mean_ci, t_cdf, t_quantile, welch, wilson
 
 # two-sided 95 % and 99 % critical values from the standard t table
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 30: 2.042}
@@ -92,3 +92,31 @@ def test_bootstrap_tells_apart_only_real_differences() -> None:
     # four requests a side are too few to tell, however far apart
     assert bootstrap([1.0, 1.1, 0.9, 1.0], [9.0, 9.1, 8.9, 9.0]).significant is None
     assert bootstrap([1.0, 1.1, 0.9, 1.0, 1.05], [9.0, 9.1, 8.9, 9.0, 9.05]).significant is True
+
+
+# Wilson score intervals, 95 %: published values (Newcombe 1998, Table I: 0/10, 5/10, 81/263)
+WILSON = {(0, 10): (0.0, 0.2775), (5, 10): (0.2366, 0.7634), (81, 263): (0.2553, 0.3662)}
+
+
+@pytest.mark.parametrize(("kn", "bounds"), sorted(WILSON.items()))
+def test_wilson_matches_published_values(kn: tuple[int, int], bounds: tuple[float, float]) -> None:
+    p = wilson(*kn)
+    assert p.value == kn[0] / kn[1]
+    assert (p.low, p.high) == (
+        pytest.approx(bounds[0], abs=1e-4),
+        pytest.approx(bounds[1], abs=1e-4),
+    )
+
+
+def test_wilson_is_not_the_zero_width_normal_interval_at_the_edges() -> None:
+    # the normal approximation gives [1, 1] for 20/20; Wilson admits a real chance of a miss
+    full = wilson(20, 20)
+    assert full.high == 1.0 and full.low == pytest.approx(0.8389, abs=1e-4)
+    assert wilson(0, 20).low == 0.0 and wilson(0, 20).high == pytest.approx(1 - full.low)
+    # more requests, narrower interval; a wider level, wider interval
+    assert wilson(95, 100).high - wilson(95, 100).low < wilson(19, 20).high - wilson(19, 20).low
+    assert wilson(19, 20, level=0.99).low < wilson(19, 20).low
+    empty = wilson(0, 0)
+    assert empty.value is None and empty.low is None
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson(3, 2)
