@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 
 class ServerTimings(BaseModel):
@@ -64,6 +64,23 @@ class RequestRecord(BaseModel):
     @property
     def context_tokens(self) -> int | None:
         return self.prompt_tokens
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cached_tokens(self) -> int | None:
+        """Prompt tokens the server reused from its cache (`timings.cache_n`, which EdgeLLM
+        also sends as `usage.prompt_tokens_details.cached_tokens`); None: not reported."""
+        return self.server.cache_n if self.server is not None else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def prefilled_tokens(self) -> int | None:
+        """Prompt tokens the server evaluated (`timings.prompt_n`); None: not reported."""
+        if self.server is not None and self.server.prompt_n is not None:
+            return self.server.prompt_n
+        if self.prompt_tokens is not None and self.cached_tokens is not None:
+            return self.prompt_tokens - self.cached_tokens
+        return None
 
 
 class ResourceSample(BaseModel):

@@ -270,6 +270,9 @@ def register(app: typer.Typer) -> None:
 
         print_table(console, summary)
         print_extras(console, summary)
+        from edgellm.report.turns import print_turns
+
+        print_turns(console, run_dir)
         if report:
             from edgellm.report.html import write_report
 
