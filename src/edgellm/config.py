@@ -1,17 +1,30 @@
 """EdgeLLM's one configuration schema (pydantic v2).
 
-The node server, `edgellm serve` and, later, the gateway and deployment renderer all read this
-schema; a YAML file, environment variables (`EDGELLM_...`) and CLI flags fill it in.
+The node server, `edgellm serve`, the gateway and the deployment renderer all read this schema; a
+YAML file, environment variables (`EDGELLM_...`) and CLI flags fill it in. The routing policies'
+own fields are declared beside each policy (`edgellm.gateway.policies`), on `PolicyConfig`.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgellm.errors import EdgeLLMError
@@ -159,69 +172,53 @@ class RemoteModelConfig(BaseModel):
     backends: list[HttpBackendConfig] = Field(min_length=1)
 
 
-class _PolicyBase(BaseModel):
+class PolicyConfig(BaseModel):
+    """What every routing policy's config has. Each policy's own config class subclasses it in
+    the policy's file (`edgellm.gateway.policies`), with `kind: Literal["<its name>"]`, and is
+    registered there under that name together with the policy."""
+
     model_config = ConfigDict(extra="forbid")
 
+    kind: str
     name: str = Field(min_length=1, pattern=_NAME, description="the `model` value that uses it")
     models: list[str] = Field(
         default_factory=list, description="candidates, smallest tier first (default: all)"
     )
 
 
-class Marker(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    pattern: str
-    tier: Tier = "edge-large"
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression: {exc}") from exc
-        return v
+# The config classes of the policy kinds, by kind. The policy modules add theirs (beside their
+# implementation, so a policy is one file); this module cannot import them, being the schema
+# they import, so it imports the policy package by name the first time it validates a policy.
+POLICY_CONFIGS: dict[str, type[PolicyConfig]] = {}
+POLICY_PACKAGE = "edgellm.gateway.policies"
 
 
-def _default_markers() -> list[Marker]:
-    return [
-        Marker(name="code", pattern=r"```|\bdef \w+\(|#include|\bfunction\b|\bclass \w+[:(]"),
-        # `-` and `/` between digits count only with spaces around them: without, they are
-        # dates, ranges and phone numbers ("exp 12/26", "2019-2021")
-        Marker(
-            name="math",
-            pattern=r"\d\s*[+*\u00d7\u00f7^=]\s*\d|\d\s+[-/]\s+\d"
-            r"|\b(integral|derivative|prove|equation|solve for)\b",
-        ),
-        Marker(name="several_questions", pattern=r"\?[^?]+\?"),
-    ]
+def policy_configs() -> dict[str, type[PolicyConfig]]:
+    """The registered policy config classes by kind, the built-in policies' included."""
+    importlib.import_module(POLICY_PACKAGE)
+    return POLICY_CONFIGS
 
 
-def _default_pii() -> dict[str, str]:
-    # tried in this order, the most specific first: text one pattern matched is not seen by
-    # the next (an IBAN's digits would also pass for a card or a phone number)
-    return {
-        "email": r"[\w.+-]+@[\w-]+\.[\w.-]+",
-        "iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b",
-        "card": r"\b(?:\d[ -]?){12,15}\d\b",
-        "phone": r"\+?\d[\d ()-]{8,}\d",
-    }
+def _policy_config(value: Any, handler: ValidatorFunctionWrapHandler) -> PolicyConfig:
+    if isinstance(value, PolicyConfig):
+        return value
+    if not isinstance(value, dict):
+        return cast(PolicyConfig, handler(value))  # pydantic's own error for a non-mapping
+    kinds = policy_configs()
+    kind = value.get("kind")
+    config = kinds.get(kind) if isinstance(kind, str) else None
+    if config is None:
+        raise PydanticCustomError(
+            "policy_kind",
+            "unknown policy kind {kind}; known: {known}",
+            {"kind": repr(kind), "known": ", ".join(sorted(kinds))},
+        )
+    return config.model_validate(value)
 
 
-class RulesPolicyConfig(_PolicyBase):
-    kind: Literal["rules"] = "rules"
-    long_prompt_chars: int = Field(2000, ge=1)
-    long_prompt_tier: Tier = "cloud"
-    markers: list[Marker] = Field(default_factory=_default_markers)
-    pii_patterns: dict[str, str] = Field(default_factory=_default_pii)
-    private_header: str = "x-edgellm-private"
-
-
-class LoadPolicyConfig(_PolicyBase):
-    kind: Literal["load"] = "load"
-    spill_tier: Tier = Field("cloud", description="used only when every edge replica is saturated")
+# A policy entry validates as the config class of its `kind` (errors name the entry's fields,
+# e.g. policies.0.markers.0.pattern) and dumps with that class's fields.
+AnyPolicyConfig = Annotated[SerializeAsAny[PolicyConfig], WrapValidator(_policy_config)]
 
 
 class ScorerConfig(BaseModel):
@@ -284,43 +281,6 @@ OnlineThresholdConfig = Annotated[
 ]
 
 
-class CascadePolicyConfig(_PolicyBase):
-    kind: Literal["cascade"] = "cascade"
-    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
-    threshold: float = Field(
-        -1.0, description="escalate when the score is below it (with `online`: the start value)"
-    )
-    online: OnlineThresholdConfig | None = Field(
-        None, description="adapt the threshold online (None: `threshold` is fixed)"
-    )
-    early_abort_tokens: int | None = Field(
-        None, ge=1, description="decide after this many tokens instead of the whole answer"
-    )
-    top_logprobs: int = Field(5, ge=0, le=20, description="alternatives for the entropy")
-    escalation_deadline_s: float | None = Field(
-        None,
-        gt=0,
-        le=MAX_ESCALATION_DEADLINE_S,
-        description="the longest wait for a higher tier's first token before the lower tier's "
-        "answer is served (None: the higher tier's own timeouts); requests may override it",
-    )
-
-
-class LearnedPolicyConfig(_PolicyBase):
-    kind: Literal["learned"] = "learned"
-    path: Path = Field(description="classifier trained by `edgellm router train`")
-    threshold: float | None = Field(None, description="override the calibrated threshold")
-    embedding_threads: int = Field(
-        2, ge=1, description="CPU threads of the classifier's embedding model, if it has one"
-    )
-
-
-PolicyConfig = Annotated[
-    RulesPolicyConfig | LoadPolicyConfig | CascadePolicyConfig | LearnedPolicyConfig,
-    Field(discriminator="kind"),
-]
-
-
 class RouterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -363,7 +323,7 @@ class EdgeLLMConfig(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     models: list[ModelConfig] = Field(default_factory=bundled_model_configs)
     remote_models: list[RemoteModelConfig] = Field(default_factory=list)
-    policies: list[PolicyConfig] = Field(default_factory=list)
+    policies: list[AnyPolicyConfig] = Field(default_factory=list)
     router: RouterSettings = Field(default_factory=RouterSettings)
     auth: AuthConfig = Field(default_factory=AuthConfig)
 

@@ -1,10 +1,22 @@
-"""What the gateway did for one request: reported in `x-edgellm-route` and the `route` object."""
+"""The vocabulary of routing, shared by the router, the policies and the API layer: the models a
+request may go to (`RoutedModel`), the answer started on one of them (`Routed`), and what the
+gateway did for the request (`RouteInfo`, reported in `x-edgellm-route` and the `route` object).
+"""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from edgellm.config import HttpBackendConfig, Tier
+from edgellm.gateway.backends.base import Backend
+from edgellm.gateway.errors import NoBackendError
+from edgellm.gateway.streams import ReplayStream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -62,3 +74,71 @@ class RouteInfo:
         if self.degraded:
             parts.append("degraded=true")
         return "; ".join(parts)
+
+
+def ordered_replicas(replicas: list[Backend], start: int) -> list[Backend]:
+    """Available replicas first, least outstanding first, round-robin among equals (`start` is
+    the rotation: a counter that moves on every call)."""
+    if not replicas:
+        return []
+    start %= len(replicas)
+    rotated = replicas[start:] + replicas[:start]
+    now = time.monotonic()
+    return sorted(rotated, key=lambda r: (not r.state.available(now), r.state.outstanding))
+
+
+@dataclass(slots=True)
+class RoutedModel:
+    """A model the gateway can send a request to: its tier, price and replicas."""
+
+    name: str
+    tier: Tier
+    cost_per_1k_tokens: float
+    context_length: int | None
+    replicas: list[Backend] = field(default_factory=list)
+    dns: list[HttpBackendConfig] = field(default_factory=list)
+    upstream_model: str = ""
+    _rr: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def is_edge(self) -> bool:
+        return self.tier != "cloud"
+
+    def ordered_replicas(self) -> list[Backend]:
+        return ordered_replicas(self.replicas, next(self._rr))
+
+    def reachable(self, now: float | None = None) -> bool:
+        """Whether any replica may be tried now: not every one has an open circuit or fails its
+        health checks (a model with no replica, e.g. an unresolved DNS name, is unreachable)."""
+        now = time.monotonic() if now is None else now
+        return any(r.state.available(now) for r in self.replicas)
+
+    def window(self) -> int | None:
+        if self.context_length is not None:
+            return self.context_length
+        known = [c for r in self.replicas if (c := r.context_length()) is not None]
+        return min(known) if known else None
+
+
+@dataclass(slots=True)
+class Routed:
+    """An answer started on a replica: its events (the first already read), where it runs, the
+    model name to echo, and the route taken."""
+
+    stream: ReplayStream
+    model: RoutedModel
+    replica: Backend
+    echo: str
+    info: RouteInfo
+
+
+def down_error(models: list[RoutedModel]) -> NoBackendError:
+    """The 503 for models none of whose replicas may be tried. The replicas' addresses and last
+    errors go to the debug log only: each failure was logged when it happened, and a cascade
+    that skips a tier known to be down does so on every request."""
+    names = ", ".join(m.name for m in models)
+    why = "; ".join(
+        f"{r.id}: {r.state.last_error or 'circuit open'}" for m in models for r in m.replicas
+    )
+    log.debug("every replica of %s is down (%s)", names, why or "no replica")
+    return NoBackendError(f"every replica of {names} is down")

@@ -1,5 +1,8 @@
 """The router: model names and policies → an ordered list of replicas → a started stream.
 
+A policy decides which models to try, in which order; the router executes that choice
+(`execute`). Policies see the router only through `PolicyContext` (policies/base.py).
+
 Reliability lives here: replicas whose circuit is open are skipped; connection errors, 5xx,
 timeouts and a saturated replica (429) move on to the next replica, then the next model
 (edge → edge → cloud), with backoff between rounds, but only before the first token: once a token
@@ -10,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -24,7 +26,6 @@ from edgellm.config import (
     HttpBackendConfig,
     ModelConfig,
     RouterSettings,
-    Tier,
 )
 from edgellm.engine.pool import EnginePool
 from edgellm.engine.types import Failed, Finished, GenerationEvent
@@ -44,7 +45,7 @@ from edgellm.gateway.conversations import trim
 from edgellm.gateway.errors import NoBackendError, UpstreamError, detail, outcome_of
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
-from edgellm.gateway.route import RouteInfo
+from edgellm.gateway.route import Routed, RoutedModel, RouteInfo, down_error
 from edgellm.gateway.streams import BufferedEvents, ReplayStream
 from edgellm.gateway.upstream import HttpClient
 
@@ -52,52 +53,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REPLY_BUDGET = 256  # tokens kept free for the answer when max_tokens is not given
 LOCAL_SATURATION = 4  # outstanding requests before an in-process engine counts as saturated
-
-
-@dataclass(slots=True)
-class RoutedModel:
-    name: str
-    tier: Tier
-    cost_per_1k_tokens: float
-    context_length: int | None
-    replicas: list[Backend] = field(default_factory=list)
-    dns: list[HttpBackendConfig] = field(default_factory=list)
-    upstream_model: str = ""
-    _rr: itertools.count[int] = field(default_factory=itertools.count)
-
-    @property
-    def is_edge(self) -> bool:
-        return self.tier != "cloud"
-
-    def ordered_replicas(self) -> list[Backend]:
-        """Available replicas first, least outstanding first, round-robin among equals."""
-        if not self.replicas:
-            return []
-        start = next(self._rr) % len(self.replicas)
-        rotated = self.replicas[start:] + self.replicas[:start]
-        now = time.monotonic()
-        return sorted(rotated, key=lambda r: (not r.state.available(now), r.state.outstanding))
-
-    def reachable(self, now: float | None = None) -> bool:
-        """Whether any replica may be tried now: not every one has an open circuit or fails its
-        health checks (a model with no replica, e.g. an unresolved DNS name, is unreachable)."""
-        now = time.monotonic() if now is None else now
-        return any(r.state.available(now) for r in self.replicas)
-
-    def window(self) -> int | None:
-        if self.context_length is not None:
-            return self.context_length
-        known = [c for r in self.replicas if (c := r.context_length()) is not None]
-        return min(known) if known else None
-
-
-@dataclass(slots=True)
-class Routed:
-    stream: ReplayStream
-    model: RoutedModel
-    replica: Backend
-    echo: str
-    info: RouteInfo
 
 
 def _retryable(exc: Exception) -> bool:
@@ -170,7 +125,8 @@ class Router:
             self._client = httpx.AsyncClient(limits=limits, timeout=None)
         return self._client
 
-    def by_tier(self, names: list[str] | None = None) -> list[RoutedModel]:
+    def candidates(self, names: Sequence[str] = ()) -> list[RoutedModel]:
+        """The models named (every model if none), smallest tier first."""
         chosen = [self.models[n] for n in names] if names else list(self.models.values())
         return sorted(chosen, key=lambda m: TIERS.index(m.tier))
 
@@ -429,15 +385,3 @@ def _ms(t0: float) -> float:
 
 def _short(exc: BaseException) -> str:
     return detail(exc)[:300]
-
-
-def down_error(models: list[RoutedModel]) -> NoBackendError:
-    """The 503 for models none of whose replicas may be tried. The replicas' addresses and last
-    errors go to the debug log only: each failure was logged when it happened, and a cascade
-    that skips a tier known to be down does so on every request."""
-    names = ", ".join(m.name for m in models)
-    why = "; ".join(
-        f"{r.id}: {r.state.last_error or 'circuit open'}" for m in models for r in m.replicas
-    )
-    log.debug("every replica of %s is down (%s)", names, why or "no replica")
-    return NoBackendError(f"every replica of {names} is down")

@@ -60,11 +60,18 @@ auth:
             "remote_models: [{name: c, tier: moon, backends: [{url: 'http://a'}]}]",
             r"remote_models\.0\.tier",
         ),
-        ("policies: [{name: p, kind: telepathy}]", r"policies\.0"),
+        (
+            "policies: [{name: p, kind: telepathy}]",
+            r"policies\.0: unknown policy kind 'telepathy'; known: cascade, learned, load, rules",
+        ),
+        ("policies: [{name: p}]", r"policies\.0: unknown policy kind None"),
+        ("policies: [{name: p, kind: load, spill_teir: cloud}]", r"policies\.0\.spill_teir: Extra"),
+        ("policies: [{name: p, kind: cascade, top_logprobs: 99}]", r"policies\.0\.top_logprobs"),
+        ("policies: [{name: p, kind: learned}]", r"policies\.0\.path: Field required"),
         ("policies: [{name: p, kind: cascade, models: [nope]}]", r"unknown models \['nope'\]"),
         (
             "policies: [{name: p, kind: rules, markers: [{name: m, pattern: '('}]}]",
-            r"policies\.0\.rules\.markers\.0\.pattern",
+            r"policies\.0\.markers\.0\.pattern",
         ),
         ("auth: {keys: [{name: k, sha256: plain-text-key}]}", r"auth\.keys\.0\.sha256"),
         (
@@ -85,6 +92,24 @@ def test_defaults_stay_the_two_bundled_models() -> None:
         ("gemma3-270m", "edge-large"),
     ]
     assert cfg.remote_models == [] and cfg.policies == [] and cfg.auth.keys == []
+
+
+def test_a_policy_entry_is_its_kind_config_and_dumps_whole() -> None:
+    from edgellm.gateway.policies.cascade import CascadePolicyConfig
+    from edgellm.gateway.policies.load import LoadPolicyConfig
+
+    entries = [
+        {"name": "c", "kind": "cascade", "threshold": -0.3, "early_abort_tokens": 8},
+        {"name": "l", "kind": "load", "spill_tier": "edge-large"},
+    ]
+    cfg = EdgeLLMConfig.model_validate({"policies": entries})
+    cascade, load = cfg.policies
+    assert isinstance(cascade, CascadePolicyConfig) and cascade.early_abort_tokens == 8
+    assert isinstance(load, LoadPolicyConfig) and load.spill_tier == "edge-large"
+    # the deployment renderer writes the config back out: every field of each kind survives
+    again = EdgeLLMConfig.model_validate(cfg.model_dump(mode="json"))
+    assert again.policies == cfg.policies
+    assert cfg.model_dump()["policies"][0]["threshold"] == -0.3
 
 
 def test_the_documented_example_validates() -> None:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from edgellm.config import RulesPolicyConfig
+from edgellm.gateway.policies.rules import RulesPolicyConfig
 from edgellm.gateway.policies.rules import find_pii
 
 CONFIG = RulesPolicyConfig(name="auto")

@@ -13,11 +13,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edgellm.config import (
-    CascadePolicyConfig,
-    FeedbackThresholdConfig,
-    TargetRateThresholdConfig,
-)
+from edgellm.config import FeedbackThresholdConfig, TargetRateThresholdConfig
+from edgellm.gateway.policies.cascade import CascadePolicyConfig
 from edgellm.gateway.thresholds import OnlineThreshold
 from edgellm.gateway.thresholds.answers import Answers, Decision
 from edgellm.gateway.thresholds.feedback import FeedbackRule

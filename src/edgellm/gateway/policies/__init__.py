@@ -1,26 +1,27 @@
-"""Routing policies, registered by name; each implements one method, `route`."""
+"""Routing policies, one file each: a policy and its config class register themselves under one
+name (`base.register`). Every module of this package is imported here, so adding a policy is
+adding its file."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+import pkgutil
 
-from edgellm.config import EdgeLLMConfig, RulesPolicyConfig
-from edgellm.gateway.policies.base import POLICY_KINDS, Policy
-from edgellm.gateway.policies.cascade import CascadePolicy
-from edgellm.gateway.policies.learned import LearnedPolicy
-from edgellm.gateway.policies.load import LoadPolicy
-from edgellm.gateway.policies.rules import RulesPolicy
+from edgellm.config import EdgeLLMConfig, PolicyConfig
+from edgellm.gateway.policies.base import POLICY_KINDS, Policy, PolicyContext, register
 
-if TYPE_CHECKING:
-    from edgellm.gateway.router import Router
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["POLICY_KINDS", "CascadePolicy", "LearnedPolicy", "LoadPolicy", "Policy", "RulesPolicy"]
+__all__ = ["POLICY_KINDS", "Policy", "PolicyContext", "build_policies", "register"]
 
 
-def build_policies(config: EdgeLLMConfig, router: Router) -> dict[str, Policy]:
+def build_policies(config: EdgeLLMConfig, context: PolicyContext) -> dict[str, Policy]:
     """The configured policies by name; `auto` is a `rules` policy over every model unless the
     configuration defines one of that name."""
-    configs = list(config.policies)
+    from edgellm.gateway.policies.rules import RulesPolicyConfig
+
+    configs: list[PolicyConfig] = list(config.policies)
     if not any(p.name == config.router.default_policy for p in configs):
         configs.append(RulesPolicyConfig(name=config.router.default_policy))
-    return {p.name: POLICY_KINDS[p.kind](p, router) for p in configs}
+    return {p.name: POLICY_KINDS[p.kind](p, context) for p in configs}

@@ -17,21 +17,46 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from edgellm.config import CascadePolicyConfig
+from pydantic import Field
+
+from edgellm.config import (
+    MAX_ESCALATION_DEADLINE_S,
+    OnlineThresholdConfig,
+    PolicyConfig,
+    ScorerConfig,
+)
 from edgellm.engine.types import Failed, Finished, GenerationEvent, TextDelta, TokenLogprob
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.call import Call
 from edgellm.gateway.errors import outcome_of
-from edgellm.gateway.policies.base import register
-from edgellm.gateway.route import RouteInfo
-from edgellm.gateway.router import down_error
+from edgellm.gateway.policies.base import PolicyContext, register
+from edgellm.gateway.route import Routed, RoutedModel, RouteInfo, down_error
 from edgellm.gateway.scorers import confidence, make_scorer
 from edgellm.gateway.thresholds import OnlineThreshold
 
-if TYPE_CHECKING:
-    from edgellm.gateway.router import Routed, RoutedModel, Router
+
+class CascadePolicyConfig(PolicyConfig):
+    kind: Literal["cascade"] = "cascade"
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+    threshold: float = Field(
+        -1.0, description="escalate when the score is below it (with `online`: the start value)"
+    )
+    online: OnlineThresholdConfig | None = Field(
+        None, description="adapt the threshold online (None: `threshold` is fixed)"
+    )
+    early_abort_tokens: int | None = Field(
+        None, ge=1, description="decide after this many tokens instead of the whole answer"
+    )
+    top_logprobs: int = Field(5, ge=0, le=20, description="alternatives for the entropy")
+    escalation_deadline_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_ESCALATION_DEADLINE_S,
+        description="the longest wait for a higher tier's first token before the lower tier's "
+        "answer is served (None: the higher tier's own timeouts); requests may override it",
+    )
 
 
 @dataclass(slots=True)
@@ -47,11 +72,11 @@ class _DeadlineMissed(Exception):
     """The higher tier gave no first token within the escalation deadline."""
 
 
-@register("cascade")
+@register("cascade", CascadePolicyConfig)
 class CascadePolicy:
-    def __init__(self, config: CascadePolicyConfig, router: Router) -> None:
+    def __init__(self, config: CascadePolicyConfig, context: PolicyContext) -> None:
         self.config = config
-        self.router = router
+        self.context = context
         self.scorer = make_scorer(config.scorer)
         self.online = (
             None if config.online is None else OnlineThreshold(config.online, config.threshold)
@@ -68,7 +93,7 @@ class CascadePolicy:
         return asked if asked is not None else self.config.escalation_deadline_s
 
     async def route(self, call: Call, info: RouteInfo) -> Routed:
-        tiers = self.router.by_tier(self.config.models or None)
+        tiers = self.context.candidates(self.config.models)
         if call.private:
             tiers = [m for m in tiers if m.is_edge]
         threshold = self.threshold()
@@ -89,7 +114,7 @@ class CascadePolicy:
                 step = None if leaving is None else leaving | {"to": model.name}
                 if step is not None:
                     info.escalations.append(step)
-                    self.router.metrics.escalations.labels(policy, step["from"], model.name).inc()
+                    self.context.metrics.escalations.labels(policy, step["from"], model.name).inc()
                 if not model.reachable():  # open circuits, failing health checks: not tried
                     failure = down_error([model])
                     _record(step, "down", failure.message)
@@ -146,7 +171,7 @@ class CascadePolicy:
             served, held = self._keep(held.routed, held.buffered), None
             info.degraded = True
             reason = info.escalations[-1].get("outcome", "error")
-            self.router.metrics.count_degraded(policy, served.model.name, reason)
+            self.context.metrics.count_degraded(policy, served.model.name, reason)
             return served
         finally:
             if held is not None:  # the client left, or the policy failed: stop the held answer
@@ -157,13 +182,13 @@ class CascadePolicy:
     ) -> Routed:
         """Start `model`; with a deadline (monotonic time), give up on it once that passes."""
         if deadline is None:
-            return await self.router.execute(call, [model], info, fallback=False)
+            return await self.context.execute(call, [model], info, fallback=False)
         if deadline <= time.monotonic():
             raise _DeadlineMissed
         # The attempt records into its own RouteInfo: one that misses the deadline may still
         # finish after the request has been answered.
         own = RouteInfo(policy=info.policy, started=info.started)
-        task = asyncio.create_task(self.router.execute(call, [model], own, fallback=False))
+        task = asyncio.create_task(self.context.execute(call, [model], own, fallback=False))
         try:
             await asyncio.wait({task}, timeout=deadline - time.monotonic())
         except asyncio.CancelledError:

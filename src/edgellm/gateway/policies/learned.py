@@ -10,30 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Literal
 
-from edgellm.config import LearnedPolicyConfig
+from pydantic import Field
+
+from edgellm.config import PolicyConfig
 from edgellm.gateway.call import Call
-from edgellm.gateway.policies.base import fallback_order, register
-from edgellm.gateway.route import RouteInfo
+from edgellm.gateway.policies.base import PolicyContext, fallback_order, register
+from edgellm.gateway.route import Routed, RouteInfo
 from edgellm.gateway.training import PromptClassifier
 
-if TYPE_CHECKING:
-    from edgellm.gateway.router import Routed, Router
+
+class LearnedPolicyConfig(PolicyConfig):
+    kind: Literal["learned"] = "learned"
+    path: Path = Field(description="classifier trained by `edgellm router train`")
+    threshold: float | None = Field(None, description="override the calibrated threshold")
+    embedding_threads: int = Field(
+        2, ge=1, description="CPU threads of the classifier's embedding model, if it has one"
+    )
 
 
-@register("learned")
+@register("learned", LearnedPolicyConfig)
 class LearnedPolicy:
-    def __init__(self, config: LearnedPolicyConfig, router: Router) -> None:
+    def __init__(self, config: LearnedPolicyConfig, context: PolicyContext) -> None:
         self.config = config
-        self.router = router
+        self.context = context
         self.classifier = PromptClassifier.load(config.path, threads=config.embedding_threads)
         self.threshold = (
             config.threshold if config.threshold is not None else self.classifier.threshold
         )
 
     async def route(self, call: Call, info: RouteInfo) -> Routed:
-        models = self.router.by_tier(self.config.models or None)
+        models = self.context.candidates(self.config.models)
         if call.private:
             models = [m for m in models if m.is_edge]
         if self.classifier.embedder is None:
@@ -46,4 +55,4 @@ class LearnedPolicy:
         info.threshold = self.threshold
         first = models[0] if p_small >= self.threshold or len(models) == 1 else models[1]
         info.signals["escalate"] = first is not models[0]
-        return await self.router.execute(call, fallback_order(models, first), info)
+        return await self.context.execute(call, fallback_order(models, first), info)

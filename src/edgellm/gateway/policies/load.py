@@ -4,28 +4,30 @@ edge replica is saturated (device-aware offloading)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Literal
 
-from edgellm.config import LoadPolicyConfig
+from pydantic import Field
+
+from edgellm.config import PolicyConfig, Tier
+from edgellm.gateway.backends.base import Backend
 from edgellm.gateway.call import Call
-from edgellm.gateway.policies.base import register
-from edgellm.gateway.route import RouteInfo
-
-if TYPE_CHECKING:
-    from edgellm.gateway.backends.base import Backend
-    from edgellm.gateway.router import Routed, RoutedModel, Router
+from edgellm.gateway.policies.base import PolicyContext, register
+from edgellm.gateway.route import Routed, RoutedModel, RouteInfo
 
 
-@register("load")
+class LoadPolicyConfig(PolicyConfig):
+    kind: Literal["load"] = "load"
+    spill_tier: Tier = Field("cloud", description="used only when every edge replica is saturated")
+
+
+@register("load", LoadPolicyConfig)
 class LoadPolicy:
-    def __init__(self, config: LoadPolicyConfig, router: Router) -> None:
+    def __init__(self, config: LoadPolicyConfig, context: PolicyContext) -> None:
         self.config = config
-        self.router = router
+        self.context = context
 
     async def route(self, call: Call, info: RouteInfo) -> Routed:
-        from edgellm.gateway.router import RoutedModel
-
-        models = self.router.by_tier(self.config.models or None)
+        models = self.context.candidates(self.config.models)
         prompt = call.estimated_prompt_tokens()
         max_tokens = call.max_tokens or 256
         now = time.monotonic()
@@ -54,4 +56,4 @@ class LoadPolicy:
         ]
         if not views:  # every circuit open: let execute() try them all anyway
             views = models
-        return await self.router.execute(call, views, info)
+        return await self.context.execute(call, views, info)

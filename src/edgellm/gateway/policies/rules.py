@@ -3,29 +3,79 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import Literal
 
-from edgellm.config import TIERS, RulesPolicyConfig, Tier
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgellm.config import TIERS, PolicyConfig, Tier
 from edgellm.gateway.call import Call
-from edgellm.gateway.policies.base import fallback_order, register
-from edgellm.gateway.route import RouteInfo
-
-if TYPE_CHECKING:
-    from edgellm.gateway.router import Routed, RoutedModel, Router
+from edgellm.gateway.policies.base import PolicyContext, fallback_order, register
+from edgellm.gateway.route import Routed, RoutedModel, RouteInfo
 
 
-@register("rules")
+class Marker(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    pattern: str
+    tier: Tier = "edge-large"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression: {exc}") from exc
+        return v
+
+
+def _default_markers() -> list[Marker]:
+    return [
+        Marker(name="code", pattern=r"```|\bdef \w+\(|#include|\bfunction\b|\bclass \w+[:(]"),
+        # `-` and `/` between digits count only with spaces around them: without, they are
+        # dates, ranges and phone numbers ("exp 12/26", "2019-2021")
+        Marker(
+            name="math",
+            pattern=r"\d\s*[+*\u00d7\u00f7^=]\s*\d|\d\s+[-/]\s+\d"
+            r"|\b(integral|derivative|prove|equation|solve for)\b",
+        ),
+        Marker(name="several_questions", pattern=r"\?[^?]+\?"),
+    ]
+
+
+def _default_pii() -> dict[str, str]:
+    # tried in this order, the most specific first: text one pattern matched is not seen by
+    # the next (an IBAN's digits would also pass for a card or a phone number)
+    return {
+        "email": r"[\w.+-]+@[\w-]+\.[\w.-]+",
+        "iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b",
+        "card": r"\b(?:\d[ -]?){12,15}\d\b",
+        "phone": r"\+?\d[\d ()-]{8,}\d",
+    }
+
+
+class RulesPolicyConfig(PolicyConfig):
+    kind: Literal["rules"] = "rules"
+    long_prompt_chars: int = Field(2000, ge=1)
+    long_prompt_tier: Tier = "cloud"
+    markers: list[Marker] = Field(default_factory=_default_markers)
+    pii_patterns: dict[str, str] = Field(default_factory=_default_pii)
+    private_header: str = "x-edgellm-private"
+
+
+@register("rules", RulesPolicyConfig)
 class RulesPolicy:
-    def __init__(self, config: RulesPolicyConfig, router: Router) -> None:
+    def __init__(self, config: RulesPolicyConfig, context: PolicyContext) -> None:
         self.config = config
-        self.router = router
+        self.context = context
         self.markers = [
             (m.name, re.compile(m.pattern, re.IGNORECASE), m.tier) for m in config.markers
         ]
         self.pii = [(n, re.compile(p)) for n, p in config.pii_patterns.items()]
 
     def choose(self, call: Call, info: RouteInfo) -> list[RoutedModel]:
-        models = self.router.by_tier(self.config.models or None)
+        models = self.context.candidates(self.config.models)
         text = call.text()
         user = call.user_text()
         fired = [(name, tier) for name, rx, tier in self.markers if rx.search(user)]
@@ -57,7 +107,7 @@ class RulesPolicy:
         return fallback_order(eligible, first)
 
     async def route(self, call: Call, info: RouteInfo) -> Routed:
-        return await self.router.execute(call, self.choose(call, info), info)
+        return await self.context.execute(call, self.choose(call, info), info)
 
 
 def find_pii(text: str, patterns: list[tuple[str, re.Pattern[str]]]) -> list[str]:
