@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+import yaml
+from pydantic import ValidationError
 from rich.console import Console
 
-from edgellm.report.html import write_comparison, write_report
+from edgellm.report.cost import CostConfig, CostError, parse_overrides
+from edgellm.report.html import cost_config, run_cost, write_comparison, write_report
 
 console = Console(highlight=False)
 
@@ -24,6 +28,16 @@ def register(app: typer.Typer) -> None:
             None,
             help="--compare: where compare.html goes (default: compare-A-vs-B beside RUN_DIR)",
         ),
+        cost: str | None = typer.Option(
+            None,
+            help="edge against cloud, KEY=VALUE,...: devices, device_price_usd, lifetime_years, "
+            "electricity_usd_per_kwh, utilisation, cloud_input_usd_per_mtok, "
+            "cloud_output_usd_per_mtok, cloud_name, capacity (req/s, for a run without "
+            "--load search); a search run gets the section with the defaults anyway",
+        ),
+        cost_config: Path | None = typer.Option(
+            None, help="YAML or JSON file of the same keys (--cost overrides it)"
+        ),
     ) -> None:
         """Recompute the summary from raw records; write report.html, CSV and PNG plots."""
         for path in (run_dir, compare):
@@ -32,6 +46,9 @@ def register(app: typer.Typer) -> None:
             ):
                 console.print(f"[red]error:[/red] {path} is not a bench run (no records.jsonl)")
                 raise typer.Exit(2)
+        cost_settings, capacity = None, None
+        if cost is not None or cost_config is not None:
+            cost_settings, capacity = _cost(run_dir, cost, cost_config)
         if compare is not None:
             target = out or run_dir.parent / f"compare-{run_dir.name}-vs-{compare.name}"
             from edgellm.report.html import comparison_rows
@@ -44,7 +61,7 @@ def register(app: typer.Typer) -> None:
             print_grouped(console, title, header, rows)
             console.print(f"comparison: {path}")
             return
-        path = write_report(run_dir, accuracy)
+        path = write_report(run_dir, accuracy, cost_settings, capacity)
         from edgellm.bench.run import finalize
         from edgellm.report.html import load_accuracy
         from edgellm.report.tables import print_extras, print_table
@@ -52,7 +69,35 @@ def register(app: typer.Typer) -> None:
         summary = finalize(run_dir, accuracy=load_accuracy(accuracy) if accuracy else None)
         print_table(console, summary)
         print_extras(console, summary)
+        if (run_dir / "cost.json").exists():
+            from edgellm.report.cost import CostAnalysis
+            from edgellm.report.tables import cost_rows, print_rows
+
+            analysis = CostAnalysis.model_validate_json((run_dir / "cost.json").read_text())
+            note, header, rows = cost_rows(analysis)
+            print_rows(console, "edge or cloud: USD per million tokens", header, rows)
+            console.print(note)
         from edgellm.report.turns import print_turns
 
         print_turns(console, run_dir)
         console.print(f"report: {path}")
+
+
+def _cost(run_dir: Path, text: str | None, path: Path | None) -> tuple[CostConfig, float | None]:
+    """The cost settings of `--cost-config` then `--cost`, checked before anything is written."""
+    values: dict[str, Any] = {}
+    try:
+        if path is not None:
+            loaded = yaml.safe_load(path.read_text())
+            if not isinstance(loaded, dict):
+                raise CostError(f"{path}: expected a mapping of cost settings")
+            values |= loaded
+        if text is not None:
+            values |= parse_overrides(text)
+        capacity = values.pop("capacity", None)
+        settings = cost_config(run_dir, **values)
+        run_cost(run_dir, settings, float(capacity) if capacity is not None else None)
+    except (OSError, yaml.YAMLError, CostError, ValidationError, TypeError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    return settings, float(capacity) if capacity is not None else None

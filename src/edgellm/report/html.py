@@ -10,17 +10,20 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from edgellm.bench.devices import get_profile
 from edgellm.bench.records import RequestRecord
 from edgellm.bench.run import (
     CONFIG,
     RECORDS,
     SAMPLES,
+    SEARCH,
     BenchConfig,
     finalize,
     load_records,
     load_samples,
     repeat_dirs,
 )
+from edgellm.bench.search import SearchResult
 from edgellm.report.analysis import (
     REPEATED_FIELDS,
     RunSummary,
@@ -29,12 +32,14 @@ from edgellm.report.analysis import (
     prefill_tps,
     repeat_values,
 )
-from edgellm.report.plots import all_plots
+from edgellm.report.cost import CostAnalysis, CostConfig, CostError, analyse, measure_inputs
+from edgellm.report.plots import all_plots, cost_vs_rate
 from edgellm.report.stats import Difference, bootstrap, welch
 from edgellm.report.tables import (
     COLUMNS,
     accuracy_cell,
     cell,
+    cost_rows,
     repeat_rows,
     search_rows,
     slo_rows,
@@ -202,8 +207,45 @@ def write_records_csv(records: list[RequestRecord], path: Path) -> Path:
     return path
 
 
-def write_report(run_dir: Path, accuracy_dir: Path | None = None) -> Path:
-    """Recompute everything from the raw files of `run_dir`; write report.html, CSV, PNGs."""
+COST = "cost.json"
+
+
+def cost_config(run_dir: Path, **overrides: Any) -> CostConfig:
+    """The cost defaults, with the run's own electricity price (`bench --price-kwh`), then
+    `overrides` (a --cost-config file's, then --cost's)."""
+    base = {"electricity_usd_per_kwh": _config(run_dir).cost.electricity_usd_per_kwh}
+    return CostConfig.model_validate(base | overrides)
+
+
+def run_cost(
+    run_dir: Path, config: CostConfig | None = None, capacity_rps: float | None = None
+) -> CostAnalysis:
+    """Edge against cloud for `run_dir` (see report/cost.py); raises CostError when the run has
+    no capacity at an SLO and none is given."""
+    parts = []
+    for d in _run_parts(run_dir):
+        search = d / SEARCH
+        parts.append(
+            (
+                load_records(d / RECORDS),
+                load_samples(d / SAMPLES),
+                SearchResult.model_validate_json(search.read_text()) if search.exists() else None,
+            )
+        )
+    device = get_profile(_config(run_dir).power_profile)
+    inputs = measure_inputs(parts, device, capacity_rps)
+    return analyse(inputs, device, config or cost_config(run_dir))
+
+
+def write_report(
+    run_dir: Path,
+    accuracy_dir: Path | None = None,
+    cost: CostConfig | None = None,
+    capacity_rps: float | None = None,
+) -> Path:
+    """Recompute everything from the raw files of `run_dir`; write report.html, CSV, PNGs.
+    The edge-or-cloud section (and cost.json) when the run found a capacity at its SLO, or
+    `capacity_rps` is given."""
     accuracy = load_accuracy(accuracy_dir) if accuracy_dir else None
     summary = finalize(run_dir, accuracy=accuracy)
     records = run_records(run_dir)
@@ -212,7 +254,27 @@ def write_report(run_dir: Path, accuracy_dir: Path | None = None) -> Path:
     write_csv(summary.table, run_dir / "table.csv")
     write_records_csv(records, run_dir / "records.csv")
     config = json.loads((run_dir / CONFIG).read_text())
+    analysis: CostAnalysis | None = None
+    try:
+        analysis = run_cost(run_dir, cost, capacity_rps)
+    except CostError:
+        (run_dir / COST).unlink(missing_ok=True)
+    if analysis is not None:
+        (run_dir / COST).write_text(analysis.model_dump_json(indent=2) + "\n")
+        images.append(cost_vs_rate(analysis, run_dir / "plots" / "cost_rate.png"))
     sections = _sections(summary, [f"plots/{p.name}" for p in images])
+    if analysis is not None:
+        note, header, rows = cost_rows(analysis)
+        sections.insert(
+            -1,
+            {
+                "heading": "Edge or cloud: USD per million tokens",
+                "note": note,
+                "header": header,
+                "rows": rows,
+                "left": 0,
+            },
+        )
     sections.append({"heading": "Configuration", "pre": json.dumps(config, indent=2)})
     html = _TEMPLATE.render(title=f"EdgeLLM bench: {run_dir.name}", sections=sections)
     out = run_dir / "report.html"

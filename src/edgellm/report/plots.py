@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from edgellm.bench.records import RequestRecord, ResourceSample
 from edgellm.report.analysis import ModelRow, RunSummary, measured
+from edgellm.report.cost import CostAnalysis
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -152,3 +153,27 @@ def all_plots(
     acc = accuracy_vs_throughput(summary.table, out / "accuracy_throughput.png")
     slo = slo_vs_load(summary, out / "slo_load.png")
     return made + [p for p in (acc, slo) if p is not None]
+
+
+def cost_vs_rate(cost: CostAnalysis, path: Path) -> Path:
+    """USD per million tokens against the request rate: the edge alone (up to its capacity at
+    the SLO), the cloud alone, and the edge with spill-over beyond its capacity."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    low = min(p.rate_rps for p in cost.points)
+    high = max(p.rate_rps for p in cost.points)
+    rates = np.geomspace(low, high, 200)
+    curve = np.array([cost.at(float(r)).spill_usd_per_mtok for r in rates])
+    inside = rates <= cost.capacity_rps
+    ax.plot(rates[inside], curve[inside], color="tab:green", label="edge alone")
+    ax.plot(rates[~inside], curve[~inside], color="tab:olive", ls="--",
+            label="edge + spill to cloud")  # fmt: skip
+    ax.axhline(cost.cloud_usd_per_mtok, color="tab:blue", label="cloud alone")
+    ax.axvline(cost.capacity_rps, color="tab:red", ls=":", lw=1, label="edge capacity at SLO")
+    if cost.crossover_rps is not None and low <= cost.crossover_rps <= high:
+        ax.axvline(cost.crossover_rps, color="grey", ls=":", lw=1, label="crossover")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("request rate (requests/s)")
+    ax.set_ylabel("USD per million tokens")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgellm.report.analysis import ModelRow, RunSummary
+from edgellm.report.cost import CostAnalysis
 from edgellm.report.stats import Proportion, wilson
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -166,6 +167,55 @@ def repeat_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return header, rows
+
+
+def cost_rows(cost: CostAnalysis) -> tuple[str, list[str], list[list[str]]]:
+    """The verdict, then one row per request rate: edge alone, cloud alone, edge + spill."""
+    i, c = cost.inputs, cost.config
+    if cost.crossover_rps is None:
+        crossover = "none: the edge's electricity alone costs more per token than the cloud"
+    else:
+        crossover = f"{cost.crossover_rps:.4g} req/s" + (
+            "" if cost.edge_cheaper_within_slo else " (beyond the edge's capacity at the SLO)"
+        )
+    note = (
+        f"{c.devices} x {i.device} (USD {cost.device_price_usd:g} over "
+        f"{cost.lifetime_years:g} years, {cost.idle_watts:g} W idle, USD "
+        f"{c.electricity_usd_per_kwh:g}/kWh, serving {c.utilisation:.0%} of the time) against "
+        f"{c.cloud_name} (USD {c.cloud_input_usd_per_mtok:g} input, "
+        f"{c.cloud_output_usd_per_mtok:g} output per million tokens). Measured: capacity "
+        f"{i.capacity_rps:.4g} req/s per device ({i.capacity_source}), "
+        f"{i.dynamic_joules_per_request:.1f} J above idle per request, "
+        f"{i.input_tokens_per_request:.0f} input + {i.output_tokens_per_request:.0f} output "
+        f"tokens per request. Fixed cost USD {cost.fixed_usd_per_hour:.4g}/h; edge energy USD "
+        f"{cost.edge_energy_usd_per_mtok:.3g} and cloud USD {cost.cloud_usd_per_mtok:.3g} per "
+        f"million tokens. Crossover: {crossover}. Beyond {cost.capacity_rps:.4g} req/s the edge "
+        "alone misses the SLO and the gateway must spill to the cloud."
+    )
+    # USD per million tokens, input + output in the workload's mix
+    header = [
+        "req/s",
+        "edge alone USD/Mtok",
+        "cloud USD/Mtok",
+        "edge + spill USD/Mtok",
+        "spilled",
+        "cheaper",
+    ]
+    rows = []
+    for p in cost.points:
+        edge = "edge" if p.edge_usd_per_mtok is not None else "edge + spill"
+        cheaper = edge if p.spill_usd_per_mtok < p.cloud_usd_per_mtok else "cloud"
+        rows.append(
+            [
+                f"{p.rate_rps:.4g}",
+                "misses SLO" if p.edge_usd_per_mtok is None else f"{p.edge_usd_per_mtok:.4g}",
+                f"{p.cloud_usd_per_mtok:.4g}",
+                f"{p.spill_usd_per_mtok:.4g}",
+                f"{p.cloud_share:.0%}",
+                cheaper,
+            ]
+        )
+    return note, header, rows
 
 
 def print_rows(console: Console, title: str, header: list[str], rows: list[list[str]]) -> None:
