@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from edgellm.gateway.call import Call
     from edgellm.gateway.health import ReplicaState
     from edgellm.gateway.metrics import GatewayMetrics
-    from edgellm.gateway.route import RouteInfo
+    from edgellm.gateway.route import Route
 
 _ALPHA = 0.2  # weight of the newest sample in the bytes-per-token estimate
 _RECENT = 64  # routed requests remembered per model for the tie-break of new conversations
@@ -221,7 +221,7 @@ class ReplicaAffinity:
 
     # -- choosing --------------------------------------------------------------------------
 
-    def order(self, replicas: Sequence[R], call: Call, info: RouteInfo | None = None) -> list[R]:
+    def order(self, replicas: Sequence[R], call: Call, info: Route | None = None) -> list[R]:
         """Available replicas first: the one expected to hold the longest prefix unless it is
         over its bounded load, then by load; unavailable replicas last."""
         now = time.monotonic()

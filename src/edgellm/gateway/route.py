@@ -1,6 +1,6 @@
 """The vocabulary of routing, shared by the router, the policies and the API layer: the models a
-request may go to (`RoutedModel`), the answer started on one of them (`Routed`), and what the
-gateway did for the request (`RouteInfo`, reported in `x-edgellm-route` and the `route` object).
+request may go to (`Candidate`), the answer started on one of them (`StartedAnswer`), and what the
+gateway did for the request (`Route`, reported in `x-edgellm-route` and the `route` object).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class RouteInfo:
+class Route:
     policy: str | None = None  # None: the client named a model
     signals: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
@@ -37,8 +37,8 @@ class RouteInfo:
         ms = round((time.perf_counter() - since) * 1e3, 3)
         self.hops.append({"model": model, "replica": replica, "outcome": outcome, "ms": ms} | extra)
 
-    def merge(self, other: RouteInfo) -> None:
-        """Add what an attempt recorded in its own `RouteInfo` (one that may finish after the
+    def merge(self, other: Route) -> None:
+        """Add what an attempt recorded in its own `Route` (one that may finish after the
         request has been answered, so it cannot write into the request's own)."""
         self.hops.extend(other.hops)
         self.signals.update(other.signals)
@@ -88,7 +88,7 @@ def ordered_replicas(replicas: list[Backend], start: int) -> list[Backend]:
 
 
 @dataclass(slots=True)
-class RoutedModel:
+class Candidate:
     """A model the gateway can send a request to: its tier, price and replicas."""
 
     name: str
@@ -121,18 +121,18 @@ class RoutedModel:
 
 
 @dataclass(slots=True)
-class Routed:
+class StartedAnswer:
     """An answer started on a replica: its events (the first already read), where it runs, the
     model name to echo, and the route taken."""
 
     stream: ReplayStream
-    model: RoutedModel
+    model: Candidate
     replica: Backend
     echo: str
-    info: RouteInfo
+    info: Route
 
 
-def down_error(models: list[RoutedModel]) -> NoBackendError:
+def down_error(models: list[Candidate]) -> NoBackendError:
     """The 503 for models none of whose replicas may be tried. The replicas' addresses and last
     errors go to the debug log only: each failure was logged when it happened, and a cascade
     that skips a tier known to be down does so on every request."""

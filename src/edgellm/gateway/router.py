@@ -45,7 +45,7 @@ from edgellm.gateway.conversations import trim
 from edgellm.gateway.errors import NoBackendError, UpstreamError, detail, outcome_of
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
-from edgellm.gateway.route import Routed, RoutedModel, RouteInfo, down_error
+from edgellm.gateway.route import Candidate, Route, StartedAnswer, down_error
 from edgellm.gateway.streams import BufferedEvents, ReplayStream
 from edgellm.gateway.upstream import HttpClient
 
@@ -81,16 +81,16 @@ class Router:
         self._client = client
         self._own_client = client is None
         self.upstream = HttpClient()  # the lean client for generation requests
-        self.models: dict[str, RoutedModel] = {}
+        self.models: dict[str, Candidate] = {}
         self.names: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         for m in config.models:
-            rm = RoutedModel(m.name, m.tier, m.cost_per_1k_tokens, m.context_length)
+            rm = Candidate(m.name, m.tier, m.cost_per_1k_tokens, m.context_length)
             if pool is not None:
                 rm.replicas.append(LocalBackend(pool, m.name, self._state(LOCAL_SATURATION)))
             self._add(rm, m.aliases)
         for r in config.remote_models:
-            rm = RoutedModel(r.name, r.tier, r.cost_per_1k_tokens, r.context_length)
+            rm = Candidate(r.name, r.tier, r.cost_per_1k_tokens, r.context_length)
             for b in r.backends:
                 rm.upstream_model = b.model or r.name
                 if b.dns:
@@ -113,7 +113,7 @@ class Router:
         state = self._state(cfg.max_concurrency)
         return HttpBackend(url, upstream, cfg, self.client, state, self.upstream)
 
-    def _add(self, model: RoutedModel, aliases: list[str]) -> None:
+    def _add(self, model: Candidate, aliases: list[str]) -> None:
         self.models[model.name] = model
         for key in (model.name, *aliases):
             self.names[key] = model.name
@@ -125,7 +125,7 @@ class Router:
             self._client = httpx.AsyncClient(limits=limits, timeout=None)
         return self._client
 
-    def candidates(self, names: Sequence[str] = ()) -> list[RoutedModel]:
+    def candidates(self, names: Sequence[str] = ()) -> list[Candidate]:
         """The models named (every model if none), smallest tier first."""
         chosen = [self.models[n] for n in names] if names else list(self.models.values())
         return sorted(chosen, key=lambda m: TIERS.index(m.tier))
@@ -173,7 +173,7 @@ class Router:
                 log.exception("health check failed")
             await asyncio.sleep(self.settings.health_interval_s)
 
-    async def refresh_dns(self, model: RoutedModel, cfg: HttpBackendConfig) -> None:
+    async def refresh_dns(self, model: Candidate, cfg: HttpBackendConfig) -> None:
         assert cfg.dns is not None
         addresses = await resolve_addresses(cfg.dns, cfg.port)
         if not addresses:
@@ -187,14 +187,14 @@ class Router:
             fresh.append(kept if kept is not None else self._http(url, cfg, model.upstream_model))
         model.replicas = static + fresh
 
-    async def _dns_loop(self, model: RoutedModel, cfg: HttpBackendConfig) -> None:
+    async def _dns_loop(self, model: Candidate, cfg: HttpBackendConfig) -> None:
         while True:
             await asyncio.sleep(cfg.resolve_interval_s)
             await self.refresh_dns(model, cfg)
 
     # -- routing ----------------------------------------------------------------------------
 
-    async def route(self, call: Call) -> Routed:
+    async def route(self, call: Call) -> StartedAnswer:
         name = call.body.model
         private_header = call.headers.get("x-edgellm-private", "").lower()
         call.private = private_header in {"1", "true", "yes"}
@@ -202,16 +202,16 @@ class Router:
             name = self.settings.default_policy
         policy = self.policies.get(name)
         if policy is not None:
-            info = RouteInfo(policy=name)
+            info = Route(policy=name)
             info.signals["private_header"] = call.private
             return await policy.route(call, info)
         canonical = self.names.get(name)
         if canonical is None:
             known = list(dict.fromkeys([*self.names, *self.policies, "auto"]))
             raise ModelNotFoundError.unknown(name, known)
-        return await self.execute(call, [self.models[canonical]], RouteInfo())
+        return await self.execute(call, [self.models[canonical]], Route())
 
-    def remote_model(self, name: str) -> RoutedModel | None:
+    def remote_model(self, name: str) -> Candidate | None:
         """The model behind `name` if it is served over HTTP (None: in-process or unknown)."""
         model = self.models.get(self.names.get(name, ""))
         if model is None or any(r.kind == "engine" for r in model.replicas):
@@ -219,7 +219,7 @@ class Router:
         return model
 
     async def forward(
-        self, model: RoutedModel, path: str, payload: dict[str, Any], *, under_v1: bool = True
+        self, model: Candidate, path: str, payload: dict[str, Any], *, under_v1: bool = True
     ) -> tuple[int, Any]:
         """POST a non-generation request (log-likelihood, tokenize) to the first replica that
         answers, failing over on connection errors and 5xx. Returns (status, JSON body)."""
@@ -250,8 +250,8 @@ class Router:
         raise NoBackendError(f"no replica of {model.name} answered {path}: {last}")
 
     async def execute(
-        self, call: Call, models: list[RoutedModel], info: RouteInfo, *, fallback: bool = True
-    ) -> Routed:
+        self, call: Call, models: list[Candidate], info: Route, *, fallback: bool = True
+    ) -> StartedAnswer:
         """Start the generation on the first replica that takes it, in the order given."""
         if call.private:
             models = [m for m in models if m.is_edge]
@@ -296,8 +296,8 @@ class Router:
         raise NoBackendError(f"no replica of {names} could take the request: {last}")
 
     async def _attempt(
-        self, call: Call, model: RoutedModel, replica: Backend, info: RouteInfo
-    ) -> Routed:
+        self, call: Call, model: Candidate, replica: Backend, info: Route
+    ) -> StartedAnswer:
         t0 = time.perf_counter()
         if call.history is not None:
             self._fit_history(call, model, replica, info)
@@ -360,11 +360,11 @@ class Router:
         self.metrics.observe_ttft(model.name, time.perf_counter() - info.started)
         info.hop(model.name, replica.id, "ok", t0, first_event_ms=_ms(t0))
         info.model, info.tier, info.replica = model.name, model.tier, replica.id
-        return Routed(ReplayStream(prefix, events, stream, on_end), model, replica, echo, info)
+        return StartedAnswer(
+            ReplayStream(prefix, events, stream, on_end), model, replica, echo, info
+        )
 
-    def _fit_history(
-        self, call: Call, model: RoutedModel, replica: Backend, info: RouteInfo
-    ) -> None:
+    def _fit_history(self, call: Call, model: Candidate, replica: Backend, info: Route) -> None:
         assert call.history is not None
         window = model.window()
         if window is None:

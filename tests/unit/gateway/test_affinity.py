@@ -18,7 +18,7 @@ from edgellm.gateway.affinity import (
 )
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
-from edgellm.gateway.route import RouteInfo
+from edgellm.gateway.route import Route
 
 _ids = itertools.count()
 
@@ -91,7 +91,7 @@ def test_a_later_turn_goes_where_its_history_is_and_a_new_conversation_does_not_
     assert len(set(first)) == 3  # new conversations spread over the replicas
     for turn in range(1, 4):
         for c, home in zip(convs, first, strict=True):
-            info = RouteInfo()
+            info = Route()
             call = FakeCall(c[turn])
             chosen = aff.order(replicas, call, info)[0]  # type: ignore[arg-type]
             aff.routed(chosen.id, call)  # type: ignore[arg-type]
@@ -106,7 +106,7 @@ def test_without_a_cached_prefix_the_least_loaded_replica_wins() -> None:
     aff = ReplicaAffinity("m")
     replicas = [FakeReplica("r0"), FakeReplica("r1")]
     replicas[0].state.outstanding = 2
-    info = RouteInfo()
+    info = Route()
     order = aff.order(replicas, FakeCall(conversation("x", 1)[0]), info)  # type: ignore[arg-type]
     assert [r.id for r in order] == ["r1", "r0"]
     assert info.signals["affinity"]["reason"] == "no cached prefix"
@@ -122,7 +122,7 @@ def test_the_cached_replica_gives_way_beyond_its_bounded_load_and_the_override_i
     home.state.outstanding = 1  # within the bound: ceil(1.25 * 2 / 2) = 2
     assert aff.order(replicas, FakeCall(t2))[0] is home  # type: ignore[arg-type]
     home.state.outstanding = 3  # ceil(1.25 * 4 / 2) = 3 < 4
-    info = RouteInfo()
+    info = Route()
     assert aff.order(replicas, FakeCall(t2), info)[0] is other  # type: ignore[arg-type]
     assert info.signals["affinity"]["reason"] == "cached prefix, overloaded"
     metrics.fold()

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from edgellm.api.schemas import ChatCompletionRequest
 from prometheus_client import generate_latest
 
-from edgellm.api.schemas import ChatCompletionRequest
 from edgellm.config import EdgeLLMConfig
 from edgellm.engine.types import (
     Failed,
@@ -28,7 +28,7 @@ from edgellm.errors import EdgeLLMError
 from edgellm.gateway.call import Call
 from edgellm.gateway.errors import NoBackendError, UpstreamError
 from edgellm.gateway.health import ReplicaState
-from edgellm.gateway.router import Routed, Router
+from edgellm.gateway.router import Router, StartedAnswer
 
 
 class Script:
@@ -151,7 +151,7 @@ def call(**extra: Any) -> Call:
     return Call.of(body, {})
 
 
-async def answer(routed: Routed) -> tuple[str, GenerationEvent | None]:
+async def answer(routed: StartedAnswer) -> tuple[str, GenerationEvent | None]:
     text, last = "", None
     async for event in routed.stream:
         if isinstance(event, TextDelta):
@@ -160,7 +160,7 @@ async def answer(routed: Routed) -> tuple[str, GenerationEvent | None]:
     return text, last
 
 
-def route_dict(routed: Routed) -> dict[str, Any]:
+def route_dict(routed: StartedAnswer) -> dict[str, Any]:
     return routed.info.as_dict()
 
 

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from edgellm.config import POLICY_CONFIGS, TIERS, PolicyConfig
 from edgellm.gateway.call import Call
-from edgellm.gateway.route import Routed, RoutedModel, RouteInfo
+from edgellm.gateway.route import Candidate, Route, StartedAnswer
 
 
 class PolicyMetrics(Protocol):
@@ -34,20 +34,20 @@ class PolicyContext(Protocol):
     @property
     def metrics(self) -> PolicyMetrics: ...
 
-    def candidates(self, names: Sequence[str] = ()) -> list[RoutedModel]:
+    def candidates(self, names: Sequence[str] = ()) -> list[Candidate]:
         """The models named (every configured model if none), smallest tier first."""
         ...
 
     async def execute(
-        self, call: Call, models: list[RoutedModel], info: RouteInfo, *, fallback: bool = True
-    ) -> Routed:
+        self, call: Call, models: list[Candidate], info: Route, *, fallback: bool = True
+    ) -> StartedAnswer:
         """Start the answer on the first of `models` whose replica takes it. A private call
         never leaves the edge. `fallback=False`: a context-length error is final."""
         ...
 
 
 class Policy(Protocol):
-    async def route(self, call: Call, info: RouteInfo) -> Routed:
+    async def route(self, call: Call, info: Route) -> StartedAnswer:
         """Choose the models for `call` and start the answer through the context, recording
         signals and scores in `info`."""
         ...
@@ -76,7 +76,7 @@ def register(kind: str, config: type[PolicyConfig]) -> Callable[[F], F]:
     return add
 
 
-def fallback_order(models: list[RoutedModel], first: RoutedModel) -> list[RoutedModel]:
+def fallback_order(models: list[Candidate], first: Candidate) -> list[Candidate]:
     """`first`, then larger tiers in order, then smaller ones (largest first)."""
     rank = TIERS.index(first.tier)
     up = [m for m in models if m is not first and TIERS.index(m.tier) >= rank]

@@ -32,7 +32,7 @@ from edgellm.errors import EdgeLLMError
 from edgellm.gateway.call import Call
 from edgellm.gateway.errors import outcome_of
 from edgellm.gateway.policies.base import PolicyContext, register
-from edgellm.gateway.route import Routed, RoutedModel, RouteInfo, down_error
+from edgellm.gateway.route import Candidate, Route, StartedAnswer, down_error
 from edgellm.gateway.scorers import confidence, make_scorer
 from edgellm.gateway.thresholds import OnlineThreshold
 
@@ -63,7 +63,7 @@ class CascadePolicyConfig(PolicyConfig):
 class _Held:
     """An answer the policy wanted to improve on, kept to serve if no higher tier answers."""
 
-    routed: Routed
+    routed: StartedAnswer
     buffered: list[GenerationEvent]  # its events read so far, to be replayed if served
     since: float  # monotonic time of the decision to escalate from it
 
@@ -81,7 +81,7 @@ class CascadePolicy:
         self.online = (
             None if config.online is None else OnlineThreshold(config.online, config.threshold)
         )
-        self._abandoned: set[asyncio.Task[Routed]] = set()  # attempts that missed a deadline
+        self._abandoned: set[asyncio.Task[StartedAnswer]] = set()  # attempts that missed a deadline
 
     def threshold(self) -> float:
         """The score below which an answer escalates; read once per request, here only."""
@@ -92,7 +92,7 @@ class CascadePolicy:
         asked = call.body.escalation_deadline_s
         return asked if asked is not None else self.config.escalation_deadline_s
 
-    async def route(self, call: Call, info: RouteInfo) -> Routed:
+    async def route(self, call: Call, info: Route) -> StartedAnswer:
         tiers = self.context.candidates(self.config.models)
         if call.private:
             tiers = [m for m in tiers if m.is_edge]
@@ -178,16 +178,16 @@ class CascadePolicy:
                 held.routed.stream.cancel()
 
     async def _start(
-        self, call: Call, model: RoutedModel, info: RouteInfo, deadline: float | None
-    ) -> Routed:
+        self, call: Call, model: Candidate, info: Route, deadline: float | None
+    ) -> StartedAnswer:
         """Start `model`; with a deadline (monotonic time), give up on it once that passes."""
         if deadline is None:
             return await self.context.execute(call, [model], info, fallback=False)
         if deadline <= time.monotonic():
             raise _DeadlineMissed
-        # The attempt records into its own RouteInfo: one that misses the deadline may still
+        # The attempt records into its own Route: one that misses the deadline may still
         # finish after the request has been answered.
-        own = RouteInfo(policy=info.policy, started=info.started)
+        own = Route(policy=info.policy, started=info.started)
         task = asyncio.create_task(self.context.execute(call, [model], own, fallback=False))
         try:
             await asyncio.wait({task}, timeout=deadline - time.monotonic())
@@ -202,7 +202,7 @@ class CascadePolicy:
         self._abandon(task, model)
         raise _DeadlineMissed
 
-    def _abandon(self, task: asyncio.Task[Routed], model: RoutedModel) -> None:
+    def _abandon(self, task: asyncio.Task[StartedAnswer], model: Candidate) -> None:
         """A remote attempt that missed the deadline runs on to its first token (then stops) or
         to its own failure, so that a partitioned replica still fails and opens its circuit:
         cancelled at the deadline, it would never fail, and every request would wait out the
@@ -212,7 +212,7 @@ class CascadePolicy:
         self._abandoned.add(task)
         task.add_done_callback(self._drop)
 
-    def _drop(self, task: asyncio.Task[Routed]) -> None:
+    def _drop(self, task: asyncio.Task[StartedAnswer]) -> None:
         self._abandoned.discard(task)
         if task.cancelled():
             return
@@ -220,7 +220,7 @@ class CascadePolicy:
             task.result().stream.cancel()
 
     async def _probe(
-        self, routed: Routed
+        self, routed: StartedAnswer
     ) -> tuple[list[GenerationEvent], list[TokenLogprob], bool]:
         """Read events until the decision point: N tokens, or the end of the answer."""
         limit = self.config.early_abort_tokens
@@ -238,7 +238,7 @@ class CascadePolicy:
             elif isinstance(event, Finished | Failed):
                 return buffered, logprobs, True
 
-    def _keep(self, routed: Routed, buffered: list[GenerationEvent]) -> Routed:
+    def _keep(self, routed: StartedAnswer, buffered: list[GenerationEvent]) -> StartedAnswer:
         routed.stream.push_back(buffered)
         routed.info.model, routed.info.tier = routed.model.name, routed.model.tier
         routed.info.replica = routed.replica.id

@@ -12,7 +12,7 @@ from edgellm.config import PolicyConfig, Tier
 from edgellm.gateway.backends.base import Backend
 from edgellm.gateway.call import Call
 from edgellm.gateway.policies.base import PolicyContext, register
-from edgellm.gateway.route import Routed, RoutedModel, RouteInfo
+from edgellm.gateway.route import Candidate, Route, StartedAnswer
 
 
 class LoadPolicyConfig(PolicyConfig):
@@ -26,12 +26,12 @@ class LoadPolicy:
         self.config = config
         self.context = context
 
-    async def route(self, call: Call, info: RouteInfo) -> Routed:
+    async def route(self, call: Call, info: Route) -> StartedAnswer:
         models = self.context.candidates(self.config.models)
         prompt = call.estimated_prompt_tokens()
         max_tokens = call.max_tokens or 256
         now = time.monotonic()
-        ranked: list[tuple[float, RoutedModel, Backend]] = []
+        ranked: list[tuple[float, Candidate, Backend]] = []
         for m in models:
             for r in m.replicas:
                 if r.state.available(now):
@@ -51,7 +51,7 @@ class LoadPolicy:
         }
         # one single-replica view per choice, so execute() keeps this exact order
         views = [
-            RoutedModel(m.name, m.tier, m.cost_per_1k_tokens, m.context_length, [r])
+            Candidate(m.name, m.tier, m.cost_per_1k_tokens, m.context_length, [r])
             for _, m, r in order
         ]
         if not views:  # every circuit open: let execute() try them all anyway
