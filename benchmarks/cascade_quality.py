@@ -46,8 +46,8 @@ from edgellm.engine.pool import EnginePool
 from edgellm.evals.runner import ITEMS_FILE, run_eval
 from edgellm.evals.scorers import make_scorer
 from edgellm.evals.tasks import get_task
+from edgellm.gateway.confidence import FEATURES, Confidence
 from edgellm.gateway.embeddings import PromptEmbedder
-from edgellm.gateway.scorers import FEATURES, Confidence
 from edgellm.gateway.training import (
     PromptClassifier,
     calibrate,

@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgellm.errors import EdgeLLMError
+from edgellm.gateway.confidence import FEATURES, Confidence, LogisticScorer
 from edgellm.gateway.embeddings import PromptEmbedder
-from edgellm.gateway.scorers import FEATURES, Confidence, LogisticScorer
 
 N_FEATURES = 2**14
 

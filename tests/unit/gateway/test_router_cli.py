@@ -4,7 +4,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgellm.cli import app
-from edgellm.gateway.scorers import LogisticScorer
+from edgellm.gateway.confidence import LogisticScorer
 from edgellm.gateway.training import PromptClassifier
 
 

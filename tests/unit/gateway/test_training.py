@@ -34,6 +34,6 @@ def test_cascade_scorer_prefers_confident_answers() -> None:
             for x in np.linspace(0.05, 3, 60)]  # fmt: skip
     correct = [r["mean_logprob"] > -1.5 for r in rows]
     scorer = fit_cascade_scorer(rows, correct)
-    from edgellm.gateway.scorers import Confidence
+    from edgellm.gateway.confidence import Confidence
 
     assert scorer.score(Confidence(-0.1, -0.2, 0.1, 5)) > scorer.score(Confidence(-2.5, -5, 2.5, 5))

@@ -30,10 +30,10 @@ from edgellm.config import (
 from edgellm.engine.types import Failed, Finished, GenerationEvent, TextDelta, TokenLogprob
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.call import Call
+from edgellm.gateway.confidence import confidence, make_scorer
 from edgellm.gateway.errors import outcome_of
 from edgellm.gateway.policies.base import PolicyContext, register
 from edgellm.gateway.route import Candidate, Route, StartedAnswer, down_error
-from edgellm.gateway.scorers import confidence, make_scorer
 from edgellm.gateway.thresholds import OnlineThreshold
 
 

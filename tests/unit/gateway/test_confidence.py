@@ -6,7 +6,7 @@ import pytest
 from edgellm.config import ScorerConfig
 from edgellm.engine.types import TokenLogprob, TopLogprob
 from edgellm.errors import EdgeLLMError
-from edgellm.gateway.scorers import LogisticScorer, confidence, make_scorer, token_entropy
+from edgellm.gateway.confidence import LogisticScorer, confidence, make_scorer, token_entropy
 
 
 def lp(value: float, top: list[float] | None = None) -> TokenLogprob:
