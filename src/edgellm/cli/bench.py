@@ -152,8 +152,10 @@ def register(app: typer.Typer) -> None:
         search_duration: float | None = typer.Option(None, help="search: seconds per rate"),
         search_arrivals: str = typer.Option("constant", help="search: constant | poisson"),
         repeat: int = typer.Option(1, help="run the workload N times: means with 95 % CIs"),
-        restart_between: bool = typer.Option(
-            True, help="repeats: restart the local node between runs"
+        restart_between: bool | None = typer.Option(
+            None,
+            help="repeats: restart the node between runs (default: yes for the node bench "
+            "starts; a server given by --url cannot be restarted by bench)",
         ),
     ) -> None:
         """Replay a workload under a load profile and measure every request."""
@@ -195,6 +197,12 @@ def register(app: typer.Typer) -> None:
                 )
             if repeat < 1:
                 raise typer.BadParameter("must be at least 1", param_hint="--repeat")
+            if restart_between and url is not None:
+                raise typer.BadParameter(
+                    "bench restarts only the node it starts itself; restart the server at "
+                    "--url yourself (one bench invocation per restart), or leave out --url",
+                    param_hint="--restart-between",
+                )
             cfg = BenchConfig(
                 model=model,
                 url=url,
@@ -230,7 +238,7 @@ def register(app: typer.Typer) -> None:
                 slo=limits,
                 search=search,
                 repeat=repeat,
-                restart_between=restart_between,
+                restart_between=url is None if restart_between is None else restart_between,
             )
             try:
                 check_config(cfg)
