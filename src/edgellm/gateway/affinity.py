@@ -273,6 +273,19 @@ class ReplicaAffinity:
             }
         return by_load + down
 
+    def expect(self, replicas: Sequence[Replica], call: Call) -> dict[str, int]:
+        """Prompt tokens each replica is expected to hold cached, for a policy that ranks
+        replicas itself (`load`); the replica that then takes the request is recorded as if
+        `order` had chosen it."""
+        data = prompt_bytes(call)
+        blocks = block_hashes(data, self.settings.block_bytes)
+        matched = self.index.match(blocks, (r.id for r in replicas))
+        self._tickets[call.answer_id] = Ticket(blocks, matched, len(data))
+        while len(self._tickets) > _TICKETS:
+            self._tickets.popitem(last=False)
+        top = self._prompt_tokens(len(data))
+        return {rid: min(self.tokens(n), top) for rid, n in matched.items()}
+
     def _prompt_tokens(self, n_bytes: int) -> int:
         return max(1, int(n_bytes / self.bytes_per_token))
 

@@ -36,6 +36,7 @@ from edgellm.errors import (
     NotReadyError,
     OverloadedError,
 )
+from edgellm.gateway.affinity import ReplicaAffinity
 from edgellm.gateway.backends.base import Backend
 from edgellm.gateway.backends.dns import replica_urls, resolve_addresses
 from edgellm.gateway.backends.http import HttpBackend
@@ -83,6 +84,7 @@ class Router:
         self.upstream = HttpClient()  # the lean client for generation requests
         self.models: dict[str, Candidate] = {}
         self.names: dict[str, str] = {}
+        self.affinity: dict[str, ReplicaAffinity] = {}  # by model name: views share it
         self._tasks: list[asyncio.Task[None]] = []
         for m in config.models:
             rm = Candidate(m.name, m.tier, m.cost_per_1k_tokens, m.context_length)
@@ -115,6 +117,7 @@ class Router:
 
     def _add(self, model: Candidate, aliases: list[str]) -> None:
         self.models[model.name] = model
+        self.affinity[model.name] = ReplicaAffinity(model.name, metrics=self.metrics)
         for key in (model.name, *aliases):
             self.names[key] = model.name
 
@@ -249,6 +252,13 @@ class Router:
                 log.warning("%s %s: the answer is not JSON", replica.id, path)
         raise NoBackendError(f"no replica of {model.name} answered {path}: {last}")
 
+    def ordered(self, model: Candidate, call: Call, info: Route) -> list[Backend]:
+        """The model's replicas in the order to try: cache-aware (gateway/affinity.py)."""
+        affinity = self.affinity.get(model.name)
+        if affinity is None or len(model.replicas) < 2 or not affinity.settings.enabled:
+            return model.ordered_replicas()
+        return affinity.order(model.replicas, call, info)
+
     async def execute(
         self, call: Call, models: list[Candidate], info: Route, *, fallback: bool = True
     ) -> StartedAnswer:
@@ -265,7 +275,7 @@ class Router:
             if round_:
                 await asyncio.sleep(self.settings.backoff_s * 2 ** (round_ - 1))
             worth_retrying = False
-            targets = [(m, r) for m in models for r in m.ordered_replicas()]
+            targets = [(m, r) for m in models for r in self.ordered(m, call, info)]
             now = time.monotonic()
             available = [(m, r) for m, r in targets if r.state.available(now)]
             if not available:
@@ -346,8 +356,12 @@ class Router:
                 log.warning("%s failed before its first token: %s", model.name, _short(failure))
             raise failure from None
 
+        affinity = self.affinity.get(model.name)
+
         def on_end(last: GenerationEvent | None) -> None:
             state.outstanding -= 1
+            if affinity is not None:
+                affinity.finished(replica.id, call, last)
             elapsed = time.perf_counter() - t0
             if isinstance(last, Finished):
                 state.record_success(last.timings, elapsed)
@@ -359,6 +373,8 @@ class Router:
 
         self.metrics.observe_ttft(model.name, time.perf_counter() - info.started)
         info.hop(model.name, replica.id, "ok", t0, first_event_ms=_ms(t0))
+        if affinity is not None:
+            affinity.routed(replica.id, call)
         info.model, info.tier, info.replica = model.name, model.tier, replica.id
         return StartedAnswer(
             ReplayStream(prefix, events, stream, on_end), model, replica, echo, info

@@ -239,3 +239,18 @@ def test_a_single_hot_conversation_does_not_take_more_than_its_share_of_new_ones
     assert counts[home.id] == 12  # every hot turn stayed home
     other = next(r for r in replicas if r is not home).id
     assert counts[other] >= 9  # most new conversations went to the other replica
+
+
+def test_a_policy_that_ranks_replicas_itself_sees_the_expected_cached_tokens() -> None:
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    t1, t2 = conversation("ranked", 2)
+    home = serve(aff, replicas, t1)
+    call = FakeCall(t2)
+    expected = aff.expect(replicas, call)  # type: ignore[arg-type]
+    other = next(r for r in replicas if r is not home)
+    assert expected[home.id] > expected[other.id]
+    assert expected[home.id] <= len(prompt_bytes(call)) / aff.bytes_per_token  # type: ignore[arg-type]
+    aff.routed(other.id, call)  # the policy sent it elsewhere: that replica holds it now
+    # it holds all of this prompt now, more than the first turn the other replica has
+    assert aff.expect([other], FakeCall(t2))[other.id] > expected[home.id]  # type: ignore[arg-type,list-item]
