@@ -281,6 +281,33 @@ OnlineThresholdConfig = Annotated[
 ]
 
 
+class AffinitySettings(BaseModel):
+    """Cache-aware replica choice (gateway/affinity.py, docs/gateway.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="false: least outstanding, round-robin among equals")
+    block_bytes: int = Field(
+        128, ge=16, le=65536, description="prompt text hashed per block (matches count blocks)"
+    )
+    capacity_tokens: int = Field(
+        16384,
+        ge=1,
+        description="prompt tokens a replica is assumed to keep cached (its slots' n_ctx cells "
+        "and saved-state LRU; shrunk when answers report fewer cached tokens than expected)",
+    )
+    min_cached_bytes: int = Field(
+        256, ge=0, description="a shorter expected prefix does not steer the choice"
+    )
+    balance: float = Field(
+        1.25,
+        ge=1.0,
+        description="bounded loads: the cached replica takes the request unless its "
+        "outstanding requests would then exceed balance x the mean (rounded up)",
+    )
+    max_blocks: int = Field(100_000, ge=1, description="blocks indexed per model, at most")
+
+
 class RouterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -291,6 +318,7 @@ class RouterSettings(BaseModel):
     cooldown_s: float = Field(10.0, ge=0, description="an open circuit rests this long")
     health_interval_s: float = Field(5.0, gt=0)
     conversations: int = Field(1000, ge=0, description="histories kept (least recently used go)")
+    affinity: AffinitySettings = Field(default_factory=AffinitySettings)
 
 
 class ApiKeyConfig(BaseModel):

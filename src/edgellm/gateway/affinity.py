@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
+from edgellm.config import AffinitySettings
 from edgellm.engine.types import Finished
 
 if TYPE_CHECKING:
@@ -47,31 +47,6 @@ _RECENT = 64  # routed requests remembered per model for the tie-break of new co
 _TICKETS = 4096  # routing decisions awaiting their answer (bounded: failed requests never end)
 _SHRINK = 0.8  # a replica's capacity after a miss, as a share of what the index held for it
 _GROW = 1.05  # a replica's capacity after a hit at full capacity
-
-
-class AffinitySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="false: least outstanding, round-robin among equals")
-    block_bytes: int = Field(
-        128, ge=16, le=65536, description="prompt text hashed per block (matches count blocks)"
-    )
-    capacity_tokens: int = Field(
-        16384,
-        ge=1,
-        description="prompt tokens a replica is assumed to keep cached (its slots' n_ctx cells "
-        "and saved-state LRU; shrunk when answers report fewer cached tokens than expected)",
-    )
-    min_cached_bytes: int = Field(
-        256, ge=0, description="a shorter expected prefix does not steer the choice"
-    )
-    balance: float = Field(
-        1.25,
-        ge=1.0,
-        description="bounded loads: the cached replica takes the request unless its "
-        "outstanding requests would then exceed balance x the mean (rounded up)",
-    )
-    max_blocks: int = Field(100_000, ge=1, description="blocks indexed per model, at most")
 
 
 class Replica(Protocol):

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from edgellm.gateway.affinity import AffinitySettings
+from edgellm.config import AffinitySettings
 from tests.integration.gateway.harness import Gateway, remote, start_gateway
 from tests.integration.servers import RunningServer, smollm2_config, start_server
 

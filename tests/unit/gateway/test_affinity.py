@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from edgellm.config import AffinitySettings
 from edgellm.engine.types import Finished, FinishReason, Timings
 from edgellm.gateway.affinity import (
-    AffinitySettings,
     PrefixIndex,
     ReplicaAffinity,
     block_hashes,
