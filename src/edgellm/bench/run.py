@@ -12,6 +12,8 @@ Run directory layout (all plain files, see docs/testbed.md):
   server.log        the local node's log (when bench started it)
   repeat-NN/        `--repeat N`: one such directory per run; the top-level summary.json
                     holds every figure's mean and 95 % interval across them
+  repeat-NN/finished  the run ran to its end (what `--resume` skips; an interrupted run has
+                    a summary.json too, written when it was interrupted)
 """
 
 from __future__ import annotations
@@ -48,13 +50,14 @@ from edgellm.bench.workloads import (
 )
 from edgellm.report.analysis import RunSummary, summarize, summarize_repeats
 
-CONFIG, RECORDS, SAMPLES, SUMMARY, DONE, SEARCH = (
+CONFIG, RECORDS, SAMPLES, SUMMARY, DONE, SEARCH, FINISHED = (
     "config.json",
     "records.jsonl",
     "samples.jsonl",
     "summary.json",
     "sessions.done",
     "search.json",
+    "finished",
 )
 
 
@@ -342,11 +345,13 @@ def _run_repeats(
         if not cfg.restart_between and not cfg.url:
             shared = stack.enter_context(_server(single, run_dir))
         for sub in repeat_dirs(run_dir, cfg):
-            if resume and (sub / SUMMARY).exists():
+            if resume and (sub / FINISHED).exists():
                 continue
             sub.mkdir(exist_ok=True)
+            (sub / FINISHED).unlink(missing_ok=True)
             with nullcontext(shared) if shared else _server(single, sub) as server:
                 _run_once(single, sub, server, hooks, resume and (sub / CONFIG).exists(), None)
+            (sub / FINISHED).touch()
     return finalize(run_dir, cfg, accuracy=accuracy)
 
 

@@ -89,3 +89,34 @@ def test_a_url_server_is_not_restarted_and_asking_is_refused(
     ran = runner.invoke(app, [*common, "--out", str(tmp_path / "b")])
     assert ran.exit_code == 0, ran.output
     assert json.loads((tmp_path / "b" / "config.json").read_text())["restart_between"] is False
+
+
+@pytest.mark.parametrize("fake_server", [FAST], indirect=True)
+def test_resume_completes_the_interrupted_repeat_only(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    cfg = _cfg(url=fake_server.url, repeat=2, workload_options=WorkloadOptions(conversations=2))
+    run_bench(cfg, run)
+    first, second = run / "repeat-01", run / "repeat-02"
+    kept = (first / "records.jsonl").read_text()
+
+    def pairs() -> list[tuple[str, int]]:
+        lines = (second / "records.jsonl").read_text().splitlines()
+        records = [json.loads(x) for x in lines]
+        return [(r["conversation_id"], r["turn"]) for r in records if not r["warmup"]]
+
+    full = sorted(pairs())
+    # the second repeat interrupted after its first conversation: what Ctrl-C leaves behind
+    # (finalize writes its summary.json on the way out, but it never finished)
+    done = (second / "sessions.done").read_text().split()
+    (second / "sessions.done").write_text(done[0] + "\n")
+    lines = (second / "records.jsonl").read_text().splitlines()
+    cut = [x for x in lines if json.loads(x)["conversation_id"] == done[0]]
+    (second / "records.jsonl").write_text("".join(x + "\n" for x in cut))
+    (second / "finished").unlink()
+    assert (second / "summary.json").exists() and len(pairs()) < len(full)
+    run_bench(cfg, run, resume=True)
+    assert (first / "records.jsonl").read_text() == kept  # a finished repeat is not rerun
+    assert sorted(pairs()) == full  # the cut conversation replayed once, not twice
+    assert (second / "finished").exists()
