@@ -9,12 +9,16 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgellm.config import HttpBackendConfig, Tier
 from edgellm.gateway.backends.base import Backend
 from edgellm.gateway.errors import NoBackendError
 from edgellm.gateway.streams import ReplayStream
+
+if TYPE_CHECKING:
+    from edgellm.gateway.affinity import ReplicaAffinity
+    from edgellm.gateway.call import Call
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,7 @@ class Candidate:
     dns: list[HttpBackendConfig] = field(default_factory=list)
     upstream_model: str = ""
     _rr: itertools.count[int] = field(default_factory=itertools.count)
+    affinity: ReplicaAffinity | None = None  # where prompts' prefixes are cached (the router's)
 
     @property
     def is_edge(self) -> bool:
@@ -106,6 +111,14 @@ class Candidate:
 
     def ordered_replicas(self) -> list[Backend]:
         return ordered_replicas(self.replicas, next(self._rr))
+
+    def expected_cached(self, call: Call) -> dict[str, int]:
+        """Prompt tokens of `call` each replica is expected to hold cached (empty: no index, or
+        one replica)."""
+        a = self.affinity
+        if a is None or len(self.replicas) < 2 or not a.settings.enabled:
+            return {}
+        return a.expect(self.replicas, call)
 
     def reachable(self, now: float | None = None) -> bool:
         """Whether any replica may be tried now: not every one has an open circuit or fails its

@@ -117,7 +117,7 @@ class Router:
 
     def _add(self, model: Candidate, aliases: list[str]) -> None:
         self.models[model.name] = model
-        self.affinity[model.name] = ReplicaAffinity(
+        model.affinity = self.affinity[model.name] = ReplicaAffinity(
             model.name, self.settings.affinity, self.metrics
         )
         for key in (model.name, *aliases):

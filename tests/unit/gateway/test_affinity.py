@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,8 @@ from edgellm.gateway.affinity import (
 )
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
-from edgellm.gateway.route import Route
+from edgellm.gateway.policies.load import LoadPolicy, LoadPolicyConfig
+from edgellm.gateway.route import Candidate, Route
 
 _ids = itertools.count()
 
@@ -37,6 +39,11 @@ class FakeCall:
     history: list[dict[str, Any]] | None = None
     body: Any = None
     answer_id: str = field(default_factory=lambda: f"chatcmpl-{next(_ids)}")
+    private: bool = False
+    max_tokens: int | None = 16
+
+    def estimated_prompt_tokens(self) -> int:
+        return len(prompt_bytes(self)) // 4  # type: ignore[arg-type]
 
 
 def conversation(topic: str, turns: int) -> list[list[dict[str, Any]]]:
@@ -254,3 +261,38 @@ def test_a_policy_that_ranks_replicas_itself_sees_the_expected_cached_tokens() -
     aff.routed(other.id, call)  # the policy sent it elsewhere: that replica holds it now
     # it holds all of this prompt now, more than the first turn the other replica has
     assert aff.expect([other], FakeCall(t2))[other.id] > expected[home.id]  # type: ignore[arg-type,list-item]
+
+
+class LoadContext:
+    """What the `load` policy uses of the gateway: its candidates, and execute (which records
+    the order it was given instead of starting an answer)."""
+
+    def __init__(self, model: Candidate) -> None:
+        self.model = model
+        self.tried: list[str] = []
+
+    def candidates(self, names: Any = ()) -> list[Candidate]:
+        return [self.model]
+
+    async def execute(self, call: Any, models: list[Candidate], info: Route, **kw: Any) -> Any:
+        self.tried = [r.id for m in models for r in m.replicas]
+        return info
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_the_load_policy_counts_a_cached_prefix_as_prefill_saved(indexed: bool) -> None:
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    aff = ReplicaAffinity("m") if indexed else None
+    model = Candidate("m", "edge-small", 0.0, None, replicas, affinity=aff)  # type: ignore[arg-type]
+    t1, t2 = conversation("load", 2)
+    if aff is not None:
+        first = FakeCall(t1)
+        aff.expect(replicas, first)  # type: ignore[arg-type]
+        aff.routed("r1", first)  # type: ignore[arg-type]
+    ctx = LoadContext(model)
+    policy = LoadPolicy(LoadPolicyConfig(name="balanced"), ctx)  # type: ignore[arg-type]
+    info = Route(policy="load")
+    asyncio.run(policy.route(FakeCall(t2), info))  # type: ignore[arg-type]
+    # equal replicas: the one holding the conversation goes first; without an index, the first
+    assert ctx.tried[0] == ("r1" if indexed else "r0")
+    assert ("expected_cached_tokens" in info.signals) is indexed

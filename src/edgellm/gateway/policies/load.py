@@ -32,10 +32,13 @@ class LoadPolicy:
         max_tokens = call.max_tokens or 256
         now = time.monotonic()
         ranked: list[tuple[float, Candidate, Backend]] = []
+        cached: dict[str, int] = {}
         for m in models:
+            cached |= m.expected_cached(call)  # a cached prefix is not prefilled again
             for r in m.replicas:
                 if r.state.available(now):
-                    ranked.append((r.state.estimate_s(prompt, max_tokens), m, r))
+                    to_prefill = max(1, prompt - cached.get(r.id, 0))
+                    ranked.append((r.state.estimate_s(to_prefill, max_tokens), m, r))
         ranked.sort(key=lambda x: x[0])
         edge = [x for x in ranked if x[1].tier != self.config.spill_tier]
         free_edge = [x for x in edge if not x[2].state.saturated]
@@ -49,6 +52,8 @@ class LoadPolicy:
             "edge_saturated": bool(edge) and not free_edge,
             "outstanding": {x[2].id: x[2].state.outstanding for x in ranked},
         }
+        if cached:
+            info.signals["expected_cached_tokens"] = cached
         # one single-replica view per choice, so execute() keeps this exact order
         views = [
             Candidate(m.name, m.tier, m.cost_per_1k_tokens, m.context_length, [r])
