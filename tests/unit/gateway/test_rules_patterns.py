@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from edgellm.gateway.policies.rules import RulesPolicyConfig
-from edgellm.gateway.policies.rules import find_pii
+from edgellm.gateway.policies.rules import RulesPolicyConfig, find_pii
 
 CONFIG = RulesPolicyConfig(name="auto")
 PII = [(name, re.compile(p)) for name, p in CONFIG.pii_patterns.items()]
