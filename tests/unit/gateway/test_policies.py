@@ -8,13 +8,14 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from edgellm.api.schemas import ChatCompletionRequest
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
 
-from edgellm.config import TIERS, Tier
+from edgellm.config import POLICY_CONFIGS, TIERS, EdgeLLMConfig, PolicyConfig, Tier
 from edgellm.engine.types import (
     Finished,
     FinishReason,
@@ -28,12 +29,13 @@ from edgellm.gateway.call import Call
 from edgellm.gateway.errors import NoBackendError, UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.policies import learned as learned_module
-from edgellm.gateway.policies.base import POLICY_KINDS, Policy
+from edgellm.gateway.policies.base import POLICY_KINDS, Policy, PolicyContext, register
 from edgellm.gateway.policies.cascade import CascadePolicy, CascadePolicyConfig
 from edgellm.gateway.policies.learned import LearnedPolicy, LearnedPolicyConfig
 from edgellm.gateway.policies.load import LoadPolicy, LoadPolicyConfig
 from edgellm.gateway.policies.rules import RulesPolicy, RulesPolicyConfig
 from edgellm.gateway.route import Candidate, Route, StartedAnswer
+from edgellm.gateway.router import Router
 from edgellm.gateway.streams import ReplayStream
 
 # -- the fake context ---------------------------------------------------------------------------
@@ -464,3 +466,41 @@ def test_cascade_private_requests_never_reach_the_cloud() -> None:
     ctx.replies["small"].logprob = ctx.replies["large"].logprob = -2.0
     routed, _ = route(cascade(ctx), call())
     assert routed.model.name == "cloud"
+
+
+# -- the registry: a policy is one file ---------------------------------------------------------
+
+
+class FirstPolicyConfig(PolicyConfig):
+    kind: Literal["first-probe"] = "first-probe"
+    pick: str = "small"
+
+
+def test_a_policy_registered_beside_its_config_is_configured_and_built_with_no_other_edit() -> None:
+    class FirstPolicy:
+        def __init__(self, config: FirstPolicyConfig, context: PolicyContext) -> None:
+            self.config, self.context = config, context
+
+        async def route(self, call: Call, info: Route) -> StartedAnswer:
+            models = [self.context.candidates([self.config.pick])[0]]
+            return await self.context.execute(call, models, info)
+
+    with pytest.raises(TypeError, match="must default to 'other'"):
+        register("other", FirstPolicyConfig)
+    register("first-probe", FirstPolicyConfig)(FirstPolicy)
+    try:
+        with pytest.raises(ValueError, match="registered twice"):
+            register("first-probe", FirstPolicyConfig)(RulesPolicy)
+        remote = [{"name": "small", "tier": "edge-small", "backends": [{"url": "http://s/v1"}]}]
+        entry = {"name": "probe", "kind": "first-probe", "pick": "small"}
+        config = EdgeLLMConfig.model_validate(
+            {"models": [], "remote_models": remote, "policies": [entry]}
+        )
+        assert isinstance(config.policies[0], FirstPolicyConfig)
+        assert isinstance(Router(config, None).policies["probe"], FirstPolicy)
+        with pytest.raises(ValidationError, match=r"policies\.0\.pik"):
+            EdgeLLMConfig.model_validate({"policies": [entry | {"pik": "small"}]})
+    finally:
+        del POLICY_KINDS["first-probe"], POLICY_CONFIGS["first-probe"]
+    with pytest.raises(ValidationError, match="unknown policy kind 'first-probe'"):
+        EdgeLLMConfig.model_validate({"policies": [entry]})
