@@ -297,7 +297,7 @@ class AffinitySettings(BaseModel):
         "and saved-state LRU; shrunk when answers report fewer cached tokens than expected)",
     )
     min_cached_bytes: int = Field(
-        256, ge=0, description="a shorter expected prefix does not steer the choice"
+        128, ge=1, description="a shorter expected prefix does not steer the choice"
     )
     balance: float = Field(
         1.25,

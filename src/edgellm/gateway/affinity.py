@@ -17,8 +17,9 @@ forgotten, so its conversations move in one request each.
 The choice balances against load with bounded loads: the replica holding the longest prefix
 gets the request unless that would put it above `balance` x the mean outstanding requests
 (rounded up); then the least-loaded replica gets it and the override is counted. Requests with
-no cached prefix go to the least loaded replica, then the one that served the fewest recent
-requests (a hot conversation's replica takes fewer new ones), then round-robin.
+no cached prefix beyond their system messages (a shared system prompt does not steer) go to the
+least loaded replica, then the one that served the fewest recent requests (a hot conversation's
+replica takes fewer new ones), then the one holding more of the prompt, then round-robin.
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ def prompt_bytes(call: Call) -> bytes:
         return b"".join(orjson.dumps(m, option=orjson.OPT_SORT_KEYS) for m in messages)
     prompt: Any = getattr(call.body, "prompt", "")
     return prompt.encode() if isinstance(prompt, str) else orjson.dumps(prompt)
+
+
+def shared_lead(call: Call) -> int:
+    """Bytes of the prompt's leading system/developer messages: a prefix many conversations
+    share, which says nothing about where a conversation lives."""
+    messages = call.history if call.history is not None else call.messages
+    n = 0
+    for m in messages or []:
+        if m.get("role") not in {"system", "developer"}:
+            break
+        n += len(orjson.dumps(m, option=orjson.OPT_SORT_KEYS))
+    return n
 
 
 def block_hashes(data: bytes, block: int) -> list[int]:
@@ -221,12 +234,19 @@ class ReplicaAffinity:
                 recent[rid] += 1
         by_load = sorted(
             rotated,
-            key=lambda r: (r.state.outstanding, recent[r.id], self.index.held(r.id)),
+            key=lambda r: (
+                r.state.outstanding,
+                recent[r.id],
+                -matched[r.id],
+                self.index.held(r.id),
+            ),
         )
         best = max(rotated, key=lambda r: (matched[r.id], -r.state.outstanding))
-        best_blocks = matched[best.id]
+        best_bytes = matched[best.id] * self.settings.block_bytes
         reason = "no cached prefix"
-        if best_blocks * self.settings.block_bytes >= self.settings.min_cached_bytes:
+        # A shared system prompt alone does not steer: it would pile every new conversation
+        # onto the replicas that happen to hold it (at equal load it still breaks the tie).
+        if best_bytes >= self.settings.min_cached_bytes and best_bytes > shared_lead(call):
             total = sum(r.state.outstanding for r in available)
             bound = math.ceil(self.settings.balance * (total + 1) / len(available))
             if best.state.outstanding + 1 <= bound:

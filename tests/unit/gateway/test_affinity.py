@@ -296,3 +296,33 @@ def test_the_load_policy_counts_a_cached_prefix_as_prefill_saved(indexed: bool) 
     # equal replicas: the one holding the conversation goes first; without an index, the first
     assert ctx.tried[0] == ("r1" if indexed else "r0")
     assert ("expected_cached_tokens" in info.signals) is indexed
+
+
+def test_a_shared_system_prompt_alone_does_not_steer_but_the_conversation_after_it_does() -> None:
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    system = {"role": "system", "content": "A long shared instruction. " * 30}
+    first = [system, {"role": "user", "content": "hello " * 30}]
+    home = serve(aff, replicas, first)
+    other = next(r for r in replicas if r is not home)
+    info = Route()
+    new = [system, {"role": "user", "content": "something else " * 30}]
+    chosen = aff.order(replicas, FakeCall(new), info)[0]  # type: ignore[arg-type]
+    assert chosen is other  # the replica that took the fewest recent requests
+    assert info.signals["affinity"]["reason"] == "no cached prefix"
+    assert info.signals["affinity"]["expected_cached_tokens"][home.id] > 0
+    later = [*first, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "more"}]
+    info = Route()
+    assert aff.order(replicas, FakeCall(later), info)[0] is home  # type: ignore[arg-type]
+    assert info.signals["affinity"]["reason"] == "cached prefix"
+
+
+def test_a_short_conversation_is_steered_from_its_first_block_beyond_the_system_prompt() -> None:
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    first = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x" * 200}]
+    home = serve(aff, replicas, first)
+    later = [*first, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and?"}]
+    info = Route()
+    assert aff.order(replicas, FakeCall(later), info)[0] is home  # type: ignore[arg-type]
+    assert info.signals["affinity"]["reason"] == "cached prefix"
