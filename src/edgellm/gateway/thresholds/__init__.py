@@ -1,5 +1,6 @@
 """Online thresholds for the cascade: rules registered by name, one file each, with their
-config classes in `edgellm.config` (`CascadePolicyConfig.online`)."""
+config classes in `edgellm.config` (the `online` field of `CascadePolicyConfig`, in
+gateway/policies/cascade.py)."""
 
 from edgellm.gateway.thresholds import feedback, target_rate
 from edgellm.gateway.thresholds.base import RULES, ThresholdRule, make_rule, register
