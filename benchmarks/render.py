@@ -22,8 +22,16 @@ from collections.abc import Callable
 from typing import Any
 
 from common import machine_line
-from edgellm.api import render
-from edgellm.api.schemas import (
+from edgellm.engine.types import (
+    Finished,
+    FinishReason,
+    TextDelta,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+)
+from edgellm.wire import encode as render
+from edgellm.wire.schemas import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
@@ -34,14 +42,6 @@ from edgellm.api.schemas import (
     ChatTokenLogprob,
     TopLogprobOut,
     Usage,
-)
-from edgellm.engine.types import (
-    Finished,
-    FinishReason,
-    TextDelta,
-    Timings,
-    TokenLogprob,
-    TopLogprob,
 )
 
 IDS = render.ResponseIds(model="smollm2-135m-instruct", id="chatcmpl-" + "0" * 32, created=1)

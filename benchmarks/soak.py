@@ -57,6 +57,8 @@ import httpx
 import psutil
 import yaml
 
+from edgellm.wire import decode
+
 MODEL = "smollm2-135m-instruct"
 SERVED = "soak"  # the gateway's name for the two replicas
 # A node restart (loading the model included) took up to 135 s on the shared 2-core machine.
@@ -485,25 +487,17 @@ class Load:
                 return
             replica = replica_of(r)
             chunks = 0
-            finished = done = False
-            error: str | None = None
+            reader = decode.StreamReader()
             async for line in r.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    continue
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    error = str(chunk["error"].get("message", ""))[:200]
-                choices = chunk.get("choices") or []
-                finished |= any(c.get("finish_reason") for c in choices)
-                if any((c.get("delta") or {}).get("content") for c in choices):
+                for _ in reader.line(line):
                     chunks += 1
                     if limit is not None and chunks >= limit:
                         self.count(kind, "left")
                         return  # leaving the block closes the connection mid-stream
+                if reader.error is not None:
+                    break
+        error = reader.error[:200] if reader.error is not None else None
+        finished, done = reader.finish_reason is not None, reader.done
         if error is not None:
             cut = any(url == replica and started < t for t, url in self.kills)
             if cut:

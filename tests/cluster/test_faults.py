@@ -5,7 +5,6 @@ cloud link partitioned, a slow node, and a headless-service name whose addresses
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from edgellm.testbed.cluster import Testbed
+from edgellm.wire import decode
 
 pytest.importorskip(
     "edgellm.gateway.router", reason="the gateway (edgellm.gateway) is not in this tree yet"
@@ -147,20 +147,15 @@ def _stream(
             r.read()
             return Outcome("stream", started, r.status_code, None, "http-error")
         replica = _replica(r)
-        finished = done = errored = False
+        reader = decode.StreamReader()
         for line in r.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                done = True
-                continue
-            chunk = json.loads(data)
-            errored |= "error" in chunk
-            finished |= any(c.get("finish_reason") for c in chunk.get("choices") or [])
-            if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+            for _ in reader.line(line):
                 on_token(replica)
-        result = "ok" if finished and done else "error-event" if errored else "broken"
+            if reader.error is not None:
+                break
+        finished = reader.finish_reason is not None
+        ok = finished and reader.done
+        result = "ok" if ok else "error-event" if reader.error is not None else "broken"
         return Outcome("stream", started, 200, replica, result)
 
 

@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgellm import __version__
-from edgellm.api import generation, openapi
-from edgellm.api.errors import edgellm_error_response, error_response, install_error_handlers
+from edgellm.api import completion_handlers, openapi
+from edgellm.api.error_handlers import install_error_handlers
+from edgellm.api.fast_path import (
+    FastApp,
+    FastGeneration,
+    FastRoutes,
+    GenerationBody,
+    unreachable,
+)
 from edgellm.api.feedback import feedback_routes, save_thresholds, thresholds_state
-from edgellm.api.limits import BodySizeLimit, declared_too_large, reject_too_large
-from edgellm.api.metrics import Metrics
-from edgellm.api.schemas import (
+from edgellm.api.limits import BodySizeLimit
+from edgellm.api.server_metrics import Metrics
+from edgellm.config import ServerConfig
+from edgellm.engine.engine import Engine, off_loop
+from edgellm.engine.pool import EnginePool, PoolState
+from edgellm.errors import InvalidRequestError
+from edgellm.gateway.auth import TOKEN_METER, ApiKeyAuth
+from edgellm.gateway.call import Call
+from edgellm.gateway.conversations import Conversations
+from edgellm.gateway.router import Router
+from edgellm.wire.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -35,14 +50,6 @@ from edgellm.api.schemas import (
     TokenizeRequest,
     TokenizeResponse,
 )
-from edgellm.config import ServerConfig
-from edgellm.engine.engine import Engine, off_loop
-from edgellm.engine.pool import EnginePool, PoolState
-from edgellm.errors import EdgeLLMError, InvalidRequestError
-from edgellm.gateway.auth import TOKEN_METER, ApiKeyAuth
-from edgellm.gateway.call import Call
-from edgellm.gateway.conversations import Conversations
-from edgellm.gateway.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -80,185 +87,6 @@ class _CountRequests:
         await self.app(scope, receive, counting_send)
 
 
-GenerationBody = ChatCompletionRequest | CompletionRequest
-GenerationHandler = Callable[[GenerationBody, Request], Awaitable[Response]]
-FastRoutes = dict[str, tuple[type[GenerationBody], GenerationHandler]]
-
-
-def _is_json(content_type: bytes) -> bool:
-    """As FastAPI decides whether to parse a body as JSON (application/json, application/*+json)."""
-    mime = content_type.split(b";", 1)[0].strip().lower()
-    return mime == b"application/json" or (
-        mime.startswith(b"application/") and mime.endswith(b"+json")
-    )
-
-
-class _FastGeneration:
-    """Chat and text completions as plain ASGI, in front of FastAPI (the hot path of the
-    gateway). It does in one place what the middleware chain does for every other request, in
-    the same order: the declared body size (413), the API key and its rate limit (401/429,
-    counted), the body read with its size counted (413), then the request counter around the
-    answer. The body is validated once, straight from its bytes (`model_validate_json`), with no
-    dependency solving or request-model machinery. Anything unusual (a body that does not
-    validate, a non-JSON content type) is handed to the whole FastAPI stack with the body
-    replayed and the key marked as checked, so error answers stay exactly FastAPI's."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        routes: FastRoutes,
-        *,
-        metrics: Metrics,
-        auth: ApiKeyAuth,
-        max_bytes: int,
-    ) -> None:
-        self.app = app  # the whole FastAPI stack
-        self.routes = routes
-        self.metrics = metrics
-        self.auth = auth
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes[scope["path"]]
-        if declared_too_large(scope, self.max_bytes):
-            await reject_too_large(send, self.max_bytes)
-            return
-        state = scope.setdefault("state", {})
-        metrics = self.metrics
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                metrics.count(scope["path"], state.get("model", ""), message["status"])
-            await send(message)
-
-        if not await self.auth.admit(scope, counting_send):
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-type" and not _is_json(value):
-                await self.app(scope, receive, send)
-                return
-        chunks = []
-        seen = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left while sending
-                return
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_bytes:
-                await reject_too_large(send, self.max_bytes)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        model, handler = route
-        try:
-            body = model.model_validate_json(raw)
-        except ValidationError:
-            await self.app(scope, _replay(raw, receive), send)
-            return
-        request = Request(scope, receive)
-        response: Response
-        try:
-            response = await handler(body, request)
-        except EdgeLLMError as exc:
-            if exc.status_code >= 500 and exc.status_code != 503:
-                log.error("request failed: %s", exc.message)
-            response = edgellm_error_response(exc)
-        except Exception as exc:
-            log.exception("unexpected error")
-            response = error_response(
-                500, f"internal error: {type(exc).__name__}", code="internal_error"
-            )
-        await response(scope, receive, counting_send)
-
-
-class _App(FastAPI):
-    """FastAPI, with chat and text completions answered by `fast` before its middleware
-    stack (unless FastAPI's native OpenTelemetry instrumentation is on: then every request
-    goes through the stack, to be traced)."""
-
-    fast: _FastGeneration | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fast = self.fast
-        if (
-            fast is not None
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] in fast.routes
-            and not self._telemetry_on()
-        ):
-            if self.root_path:
-                scope["root_path"] = self.root_path
-            scope["app"] = self
-            await fast(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The whole FastAPI app, middleware and routing (what `fast` hands on)."""
-        await super().__call__(scope, receive, send)
-
-    _telemetry_seen_off: tuple[object, ...] | None = None  # OTel's providers when it was off
-
-    def _telemetry_on(self) -> bool:
-        telemetry = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.130
-        if telemetry is None:
-            return False
-        # enabled() asks OpenTelemetry for its three global providers (an environment lookup
-        # each, ~6 us): while none of them has been set since it said no, the answer stands
-        providers = _otel_providers()
-        if providers is not None and providers == self._telemetry_seen_off:
-            return False
-        on = bool(telemetry.enabled())
-        self._telemetry_seen_off = None if on else _otel_providers()
-        return on
-
-
-def _otel_providers() -> tuple[object, ...] | None:
-    """OpenTelemetry's global tracer, meter and logger providers (each set once, by code or on
-    first use from its OTEL_PYTHON_*_PROVIDER variable); None if they cannot be read."""
-    if _otel_modules is None:
-        return None
-    try:
-        return tuple(getattr(module, name) for module, name in _otel_modules)
-    except AttributeError:
-        return None
-
-
-try:
-    import opentelemetry._logs._internal as _otel_logs
-    import opentelemetry.metrics._internal as _otel_metrics
-    import opentelemetry.trace as _otel_trace
-
-    _otel_modules: tuple[tuple[object, str], ...] | None = (
-        (_otel_trace, "_TRACER_PROVIDER"),
-        (_otel_metrics, "_METER_PROVIDER"),
-        (_otel_logs, "_LOGGER_PROVIDER"),
-    )
-except ImportError:  # pragma: no cover - FastAPI without OpenTelemetry
-    _otel_modules = None
-
-
-async def _unreachable(scope: Scope, receive: Receive, send: Send) -> None:
-    raise RuntimeError("only ApiKeyAuth.admit() is used on the fast path")
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 def create_app(target: EnginePool | Router, server: ServerConfig | None = None) -> FastAPI:
     """The app for an engine pool (every model explicit, plus `auto`), or for a gateway router."""
     server = server or ServerConfig()
@@ -283,7 +111,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         if pool is not None:
             pool.close()
 
-    app = _App(title="EdgeLLM", version=__version__, lifespan=lifespan)
+    app = FastApp(title="EdgeLLM", version=__version__, lifespan=lifespan)
     app.state.pool = pool
     app.state.router = router
     app.state.metrics = metrics
@@ -296,13 +124,15 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         meter = request.scope.get(TOKEN_METER)
         cid = body.conversation_id
         if cid is None:
-            return await generation.chat_completions(body, request, router, call, on_usage=meter)
+            return await completion_handlers.chat_completions(
+                body, request, router, call, on_usage=meter
+            )
         call.history = conversations.merge(cid, call.messages or [])
 
         def remember(reply: str) -> None:
             conversations.record(cid, call.messages or [], reply)
 
-        return await generation.chat_completions(
+        return await completion_handlers.chat_completions(
             body, request, router, call, remember, on_usage=meter
         )
 
@@ -310,15 +140,15 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         assert isinstance(body, CompletionRequest)
         call = make_call(body, request)
         meter = request.scope.get(TOKEN_METER)
-        return await generation.completions(body, request, router, call, on_usage=meter)
+        return await completion_handlers.completions(body, request, router, call, on_usage=meter)
 
     fast_routes: FastRoutes = {
         "/v1/chat/completions": (ChatCompletionRequest, chat),
         "/v1/completions": (CompletionRequest, complete),
     }
     # its checks, for the fast path
-    auth = ApiKeyAuth(_unreachable, config=router.config.auth, metrics=router.metrics)
-    app.fast = _FastGeneration(
+    auth = ApiKeyAuth(unreachable, config=router.config.auth, metrics=router.metrics)
+    app.fast = FastGeneration(
         app.stack, fast_routes, metrics=metrics, auth=auth, max_bytes=server.max_body_bytes
     )
     app.add_middleware(ApiKeyAuth, config=router.config.auth, shared=auth)
@@ -343,7 +173,7 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
         }
         return Call.of(body, headers)
 
-    # Served by _FastGeneration (app.fast); these routes answer what it hands on (invalid bodies,
+    # Served by FastGeneration (app.fast); these routes answer what it hands on (invalid bodies,
     # other content types, every request while OpenTelemetry is on) and document the endpoints
     # in the OpenAPI schema.
     @app.post(

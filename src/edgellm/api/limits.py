@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgellm.api.errors import json_error_bytes
+from edgellm.wire.encode import error_json
 
 
 class BodyTooLarge(HTTPException):
@@ -75,7 +75,7 @@ def declared_too_large(scope: Scope, max_bytes: int) -> bool:
 async def reject_too_large(send: Send, max_bytes: int) -> None:
     """The 413 answer, sent before the body is parsed."""
     error = BodyTooLarge(max_bytes)
-    body = json_error_bytes(413, error.detail, code=error.code)
+    body = error_json(413, error.detail, code=error.code)
     await send(
         {
             "type": "http.response.start",

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from edgellm.api.schemas import ErrorResponse
+from edgellm.wire.schemas import ErrorResponse
 
 Responses = dict[int | str, dict[str, Any]]
 

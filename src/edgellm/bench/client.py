@@ -18,6 +18,7 @@ import httpx
 
 from edgellm.bench.records import RequestRecord
 from edgellm.bench.timings import parse_server_timings
+from edgellm.wire import decode
 
 
 @dataclass
@@ -93,17 +94,7 @@ _CUT_SHORT = "stream cut short: the server closed it before its final message"
 
 
 def _error_text(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict):
-            err = data.get("error")
-            if isinstance(err, dict):
-                return str(err.get("message", err))
-            if err is not None:
-                return str(err)
-    except ValueError:
-        pass
-    return body.decode(errors="replace")[:300]
+    return decode.error_text(body, limit=300)
 
 
 async def _lines(response: httpx.Response) -> AsyncIterator[str]:
@@ -137,7 +128,7 @@ class OpenAIProtocol:
         else:
             path, body["prompt"] = "/v1/completions", spec.prompt
         clock = _Clock(record, on_token)
-        ended = False
+        reader = decode.StreamReader(strict=True)
         async with client.stream("POST", path, json=body) as response:
             record.status = response.status_code
             if response.status_code != 200:
@@ -145,30 +136,20 @@ class OpenAIProtocol:
                 clock.finish()
                 return
             async for line in _lines(response):
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    ended = True
+                for delta in reader.line(line):
+                    if delta.text:
+                        clock.content(delta.text)
+                if reader.ended:
                     break
-                chunk = json.loads(payload)
-                if "error" in chunk:
-                    record.ok, record.error = False, _error_text(payload.encode())
-                    break
-                timings = parse_server_timings(chunk)
-                if timings is not None:
-                    record.server = timings
-                usage = chunk.get("usage")
-                if usage:
-                    record.prompt_tokens = usage.get("prompt_tokens")
-                    record.completion_tokens = usage.get("completion_tokens")
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content") or choice.get("text")
-                    if text:
-                        clock.content(text)
-                    if choice.get("finish_reason"):
-                        record.finish_reason = choice["finish_reason"]
-        if record.ok and not ended and record.finish_reason is None:
+        if reader.error is not None:
+            record.ok, record.error = False, reader.error
+        record.finish_reason = reader.finish_reason
+        if reader.timings:
+            record.server = parse_server_timings({"timings": reader.timings})
+        if reader.usage:
+            record.prompt_tokens = reader.usage.get("prompt_tokens")
+            record.completion_tokens = reader.usage.get("completion_tokens")
+        if record.ok and not reader.done and record.finish_reason is None:
             record.ok, record.error = False, _CUT_SHORT
         clock.finish()
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from edgellm.api.errors import json_error_bytes
 from edgellm.config import ApiKeyConfig, AuthConfig
 from edgellm.gateway.metrics import GatewayMetrics
+from edgellm.wire.encode import error_json
 
 _OPEN_PATHS = {"/health", "/metrics"}
 ADMITTED = "edgellm.admitted"  # scope key: the request's key was already checked (and charged)
@@ -185,7 +185,7 @@ def _presented_key(scope: Scope) -> str | None:
 async def _reject(
     send: Send, status: int, message: str, code: str, retry_after: float | None = None
 ) -> None:
-    body = json_error_bytes(status, message, code=code)
+    body = error_json(status, message, code=code)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))

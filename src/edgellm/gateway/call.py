@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgellm.api.render import new_id
-from edgellm.api.schemas import ChatCompletionRequest, CompletionRequest
+from edgellm.wire.encode import new_id
+from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 
 
 @dataclass(slots=True)
@@ -43,8 +43,7 @@ class Call:
 
     @property
     def max_tokens(self) -> int | None:
-        b = self.body
-        return b.token_cap() if isinstance(b, ChatCompletionRequest) else b.max_tokens
+        return self.body.token_cap()
 
     def text(self) -> str:
         """The prompt's text, for policies (token-id prompts have none)."""

@@ -15,6 +15,9 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from edgellm.engine.types import Finished, FinishReason, Timings, TokenLogprob, TopLogprob
+from edgellm.wire import encode
+
 
 @dataclass
 class FakeBehaviour:
@@ -100,6 +103,22 @@ class FakeBackend:
         finally:
             self.active -= 1
 
+    def _logprob(self, token: str, top_k: int) -> TokenLogprob:
+        """The behaviour's log-prob for `token`, with `top_k` made-up alternatives below it."""
+        lp = self.behaviour.logprob
+        top = tuple(
+            TopLogprob(token=f"{token}~{k}", token_id=-1, logprob=lp - 1 - k, bytes=b"")
+            for k in range(top_k)
+        )
+        return TokenLogprob(token=token, token_id=-1, logprob=lp, bytes=token.encode(), top=top)
+
+    @staticmethod
+    def _finished(tokens: list[str], finish: str, started: float) -> Finished:
+        ms = (time.perf_counter() - started) * 1e3
+        timings = Timings(prompt_n=1, prompt_ms=0.1, predicted_n=len(tokens), total_ms=ms)
+        reason = FinishReason.LENGTH if finish == "length" else FinishReason.STOP
+        return Finished(reason, prompt_tokens=1, completion_tokens=len(tokens), timings=timings)
+
     async def _answer(self, body: dict[str, Any], chat: bool, send: Send, receive: Receive) -> None:
         b = self.behaviour
         started = time.perf_counter()
@@ -107,12 +126,7 @@ class FakeBackend:
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 16
         tokens = b.reply[:max_tokens]
         finish = "length" if len(tokens) < len(b.reply) else "stop"
-        ident = {
-            "id": "fake-1",
-            "created": 0,
-            "model": body.get("model", b.name),
-            "object": "chat.completion.chunk" if chat else "text_completion",
-        }
+        ident = encode.ResponseIds(model=str(body.get("model", b.name)), id="fake-1", created=0)
         if b.first_token_delay_s:
             await asyncio.sleep(b.first_token_delay_s)
         top_k = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
@@ -145,7 +159,7 @@ class FakeBackend:
         chat: bool,
         want_lp: bool,
         top_k: int,
-        ident: dict[str, Any],
+        ident: encode.ResponseIds,
         started: float,
         send: Send,
         receive: Receive,
@@ -169,27 +183,13 @@ class FakeBackend:
                 pass
             finally:
                 watcher.cancel()
-        text = "".join(tokens)
-        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        got = encode.Collected("".join(tokens), [self._logprob(tok, top_k) for tok in tokens])
+        done = self._finished(tokens, finish, started)
         if chat:
-            choice["message"] = {"role": "assistant", "content": text}
-            if want_lp:
-                choice["logprobs"] = {
-                    "content": [_chat_lp(tok, b.logprob, top_k) for tok in tokens]
-                }
+            answer = encode.chat_completion(ident, got, done, with_logprobs=want_lp)
         else:
-            choice["text"] = text
-            if want_lp:
-                choice["logprobs"] = _completion_lp(tokens, b.logprob, top_k)
-        ms = (time.perf_counter() - started) * 1e3
-        timings = {"prompt_n": 1, "prompt_ms": 0.1, "predicted_n": len(tokens), "total_ms": ms}
-        whole = ident | {
-            "object": "chat.completion" if chat else "text_completion",
-            "choices": [choice],
-            "usage": _usage(tokens),
-            "timings": timings,
-        }
-        await _json(send, 200, whole)
+            answer = encode.completion(ident, got, done, echo="", with_logprobs=want_lp)
+        await _send_json(send, 200, answer)
 
     async def _stream(
         self,
@@ -198,12 +198,13 @@ class FakeBackend:
         chat: bool,
         want_lp: bool,
         top_k: int,
-        ident: dict[str, Any],
+        ident: encode.ResponseIds,
         started: float,
         send: Send,
         gone: asyncio.Event,
     ) -> None:
         b = self.behaviour
+        offset = 0
         for i, tok in enumerate(tokens):
             if gone.is_set():
                 self.cancelled += 1
@@ -212,56 +213,28 @@ class FakeBackend:
                 raise ConnectionAbortedError("fake backend dies mid-stream")
             if i and b.token_delay_s:
                 await asyncio.sleep(b.token_delay_s)
+            lps = [self._logprob(tok, top_k)]
             if chat:
-                choice = {"index": 0, "delta": {"content": tok}, "finish_reason": None}
-                if want_lp:
-                    choice["logprobs"] = {"content": [_chat_lp(tok, b.logprob, top_k)]}
-            else:
-                choice = {"index": 0, "text": tok, "finish_reason": None}
-                if want_lp:
-                    choice["logprobs"] = _completion_lp([tok], b.logprob, top_k)
-            try:
-                await send(
-                    {"type": "http.response.body", "body": _sse(ident, [choice]), "more_body": True}
+                chunk = encode.chat_chunk(
+                    ident, content=tok, logprobs=encode.chat_logprobs(lps) if want_lp else None
                 )
+            else:
+                lp = encode.completion_logprobs(lps, offset) if want_lp else None
+                chunk = encode.completion_chunk(ident, tok, logprobs=lp)
+            offset += len(tok)
+            try:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except OSError:
                 self.cancelled += 1
                 return
-        ms = (time.perf_counter() - started) * 1e3
-        end: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        done = self._finished(tokens, finish, started)
+        timings = done.timings.as_dict()
         if chat:
-            end["delta"] = {}
+            tail = encode.chat_chunk(ident, finish=finish, timings=timings)
         else:
-            end["text"] = ""
-        timings = {"prompt_n": 1, "prompt_ms": 0.1, "predicted_n": len(tokens), "total_ms": ms}
-        tail = _sse(ident | {"timings": timings}, [end])
-        tail += _sse(ident | {"usage": _usage(tokens), "timings": timings}, [])
-        tail += b"data: [DONE]\n\n"
+            tail = encode.completion_chunk(ident, "", finish=finish, timings=timings)
+        tail += encode.usage_chunk(ident, done, chat=chat) + encode.SSE_DONE
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-
-def _chat_lp(tok: str, logprob: float, top_k: int) -> dict[str, Any]:
-    return {
-        "token": tok,
-        "logprob": logprob,
-        "bytes": list(tok.encode()),
-        "top_logprobs": [
-            {"token": f"{tok}~{k}", "logprob": logprob - 1 - k, "bytes": []} for k in range(top_k)
-        ],
-    }
-
-
-def _completion_lp(tokens: list[str], logprob: float, top_k: int) -> dict[str, Any]:
-    offsets, pos = [], 0
-    for tok in tokens:
-        offsets.append(pos)
-        pos += len(tok)
-    return {
-        "tokens": tokens,
-        "token_logprobs": [logprob] * len(tokens),
-        "top_logprobs": [{f"{tok}~{k}": logprob - 1 - k for k in range(top_k)} for tok in tokens],
-        "text_offset": offsets,
-    }
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -270,16 +243,11 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-def _usage(tokens: list[str]) -> dict[str, int]:
-    return {"prompt_tokens": 1, "completion_tokens": len(tokens), "total_tokens": 1 + len(tokens)}
-
-
-def _sse(ident: dict[str, Any], choices: list[dict[str, Any]]) -> bytes:
-    return b"data: " + json.dumps(ident | {"choices": choices}).encode() + b"\n\n"
-
-
 async def _json(send: Send, status: int, data: dict[str, Any]) -> None:
-    body = json.dumps(data).encode()
+    await _send_json(send, status, encode.to_json(data))
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

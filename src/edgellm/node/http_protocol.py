@@ -21,7 +21,7 @@ from typing import Any, cast
 from uvicorn._types import ASGI3Application, ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-DISCONNECT_EXTENSION = "edgellm.disconnect"
+from edgellm.api.disconnect import DISCONNECT_EXTENSION
 
 OnDisconnect = Callable[[], None]
 WatchDisconnect = Callable[[OnDisconnect], Callable[[], None]]

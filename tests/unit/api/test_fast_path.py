@@ -1,4 +1,4 @@
-"""The plain-ASGI fast path for chat and text completions (`api.app._App`)."""
+"""The plain-ASGI fast path for chat and text completions (`api.fast_path.FastApp`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ def test_telemetry_check_is_redone_only_when_opentelemetry_changes(
 ) -> None:
     import opentelemetry.trace as otel_trace
 
-    from edgellm.api.app import _App
+    from edgellm.api.fast_path import FastApp
 
-    app = _App()
+    app = FastApp()
     telemetry: Any = app._native_telemetry  # type: ignore[attr-defined]
     real = telemetry.enabled
     calls: list[bool] = []

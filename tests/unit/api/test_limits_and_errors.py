@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from edgellm.api.errors import install_error_handlers
+from edgellm.api.error_handlers import install_error_handlers
 from edgellm.api.limits import BodySizeLimit
 from edgellm.errors import ModelNotFoundError, OverloadedError
 

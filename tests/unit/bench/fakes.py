@@ -1,4 +1,6 @@
-"""A fake OpenAI-compatible (and Ollama-style) server with known, fixed delays, on loopback."""
+"""A fake OpenAI-compatible (and Ollama-style) server with known, fixed delays, on loopback. Its
+OpenAI chunks come from EdgeLLM's own encoder (`wire.encode`); `timings` plays llama-server's,
+EdgeLLM's or none."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from edgellm.engine.types import Finished, FinishReason, Timings
+from edgellm.wire import encode
 
 
 @dataclass
@@ -50,7 +55,7 @@ def create_fake_app(behaviour: FakeBehaviour) -> FastAPI:
             body |= {"queue_ms": 0.1, "ttft_ms": behaviour.ttft_s * 1e3, "total_ms": 1.0}
         return body
 
-    async def openai_stream(prompt_n: int, chat: bool) -> AsyncIterator[str]:
+    async def openai_stream(prompt_n: int, chat: bool) -> AsyncIterator[bytes]:
         if behaviour.serial:
             async with busy:
                 async for piece in _openai_stream(prompt_n, chat):
@@ -59,26 +64,26 @@ def create_fake_app(behaviour: FakeBehaviour) -> FastAPI:
             async for piece in _openai_stream(prompt_n, chat):
                 yield piece
 
-    async def _openai_stream(prompt_n: int, chat: bool) -> AsyncIterator[str]:
+    async def _openai_stream(prompt_n: int, chat: bool) -> AsyncIterator[bytes]:
+        ids = encode.ResponseIds.new("fake", "chatcmpl" if chat else "cmpl")
         await asyncio.sleep(behaviour.ttft_s)
         for i in range(behaviour.tokens):
             if behaviour.cut_after and i == behaviour.cut_after:
                 return
             if i:
                 await asyncio.sleep(behaviour.itl_s)
-            piece = {"delta": {"content": f"t{i} "}} if chat else {"text": f"t{i} "}
-            yield "data: " + json.dumps({"choices": [{"index": 0, **piece}]}) + "\n\n"
-        last: dict[str, Any] = {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
-        if behaviour.timings != "none":
-            last["timings"] = timings(prompt_n)
-        yield "data: " + json.dumps(last) + "\n\n"
-        usage = {
-            "prompt_tokens": prompt_n,
-            "completion_tokens": behaviour.tokens,
-            "total_tokens": prompt_n + behaviour.tokens,
-        }
-        yield "data: " + json.dumps({"choices": [], "usage": usage}) + "\n\n"
-        yield "data: [DONE]\n\n"
+            if chat:
+                yield encode.chat_chunk(ids, content=f"t{i} ")
+            else:
+                yield encode.completion_chunk(ids, f"t{i} ")
+        last = timings(prompt_n) if behaviour.timings != "none" else None
+        if chat:
+            yield encode.chat_chunk(ids, finish="length", timings=last)
+        else:
+            yield encode.completion_chunk(ids, "", finish="length", timings=last)
+        done = Finished(FinishReason.LENGTH, prompt_n, behaviour.tokens, Timings())
+        yield encode.usage_chunk(ids, done, chat=chat, with_timings=False)
+        yield encode.SSE_DONE
 
     def prompt_n_of(body: dict[str, Any]) -> int:
         if "messages" in body:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from edgellm.api.schemas import ChatCompletionRequest
 from prometheus_client import generate_latest
 
 from edgellm.config import EdgeLLMConfig
@@ -29,6 +28,7 @@ from edgellm.gateway.call import Call
 from edgellm.gateway.errors import NoBackendError, UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.router import Router, StartedAnswer
+from edgellm.wire.schemas import ChatCompletionRequest
 
 
 class Script:

@@ -6,7 +6,6 @@ from typing import Any
 import httpx
 import pytest
 
-from edgellm.api.schemas import ChatCompletionRequest, CompletionRequest
 from edgellm.config import HttpBackendConfig
 from edgellm.engine.types import Failed, Finished, FinishReason, TextDelta
 from edgellm.gateway.backends.http import HttpBackend
@@ -14,6 +13,7 @@ from edgellm.gateway.call import Call
 from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.upstream import HttpClient
+from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 from tests.unit.gateway.rawserver import (
     Handler,
     RawServer,

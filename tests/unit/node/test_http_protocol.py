@@ -15,8 +15,8 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
-from edgellm.api.generation import ClientGoneError, DisconnectGuard
-from edgellm.node.http_protocol import DISCONNECT_EXTENSION, CoalescingHttpToolsProtocol
+from edgellm.api.disconnect import DISCONNECT_EXTENSION, ClientGoneError, DisconnectGuard
+from edgellm.node.http_protocol import CoalescingHttpToolsProtocol
 
 
 class _Transport:

@@ -15,24 +15,13 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any
 
 import httpx
 import orjson
 
-from edgellm.api.schemas import ChatCompletionRequest
 from edgellm.config import HttpBackendConfig
-from edgellm.engine.types import (
-    Failed,
-    Finished,
-    FinishReason,
-    GenerationEvent,
-    TextDelta,
-    Timings,
-    TokenLogprob,
-    TopLogprob,
-)
+from edgellm.engine.types import Failed, GenerationEvent
 from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import estimate_tokens
@@ -40,12 +29,12 @@ from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.streams import BufferedEvents
 from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
+from edgellm.wire import decode
+from edgellm.wire.schemas import ChatCompletionRequest
 
 _NOT_FORWARDED = {"conversation_id", "messages", "escalation_deadline_s"}  # ours, not upstream's
 _ACCEPT_SSE = b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
 _ACCEPT_JSON = b"Content-Type: application/json\r\nAccept: application/json\r\n"
-# every Timings field, with its type (an upstream's counters may come as floats or ints)
-_TIMING_TYPES: dict[str, type[Any]] = {k: type(v) for k, v in asdict(Timings()).items()}
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
@@ -161,7 +150,7 @@ class HttpBackend:
                 response.close()
             status = response.status
             raise UpstreamError(
-                f"the upstream answered {status}: {_error_message(raw)}",
+                f"the upstream answered {status}: {decode.error_text(raw)}",
                 status=status,
                 retryable=status >= 500 or status == 429,
                 source=self.id,
@@ -181,11 +170,9 @@ class HttpBackend:
                 ) from exc
             finally:
                 response.close()
-            parsed = _answer_events(raw, self.id, chat=call.is_chat, strip_echo=echo)
+            parsed = _answer_events(raw, self.id, strip_echo=echo)
             return BufferedEvents(parsed), echo
-        events = HttpStream(
-            response, self.id, chat=call.is_chat, strip_echo=echo, read_timeout=read_timeout
-        )
+        events = HttpStream(response, self.id, strip_echo=echo, read_timeout=read_timeout)
         events.deadline = deadline
         return events, echo
 
@@ -212,16 +199,6 @@ def _min(a: float | None, b: float | None) -> float | None:
     return a if b is None else min(a, b)
 
 
-def _error_message(raw: bytes) -> str:
-    try:
-        data = json.loads(raw)
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            return str(data["error"].get("message", ""))[:500]
-    except ValueError:
-        pass
-    return raw[:200].decode(errors="replace")
-
-
 class HttpStream:
     """Upstream SSE chunks as engine events."""
 
@@ -230,13 +207,11 @@ class HttpStream:
         response: Response,
         source: str,
         *,
-        chat: bool,
         strip_echo: str = "",
         read_timeout: float | None = None,
     ) -> None:
         self._response = response
         self._source = source
-        self._chat = chat
         self._strip = strip_echo  # the upstream echoes the prompt too: send it only once
         self._read_timeout = read_timeout  # the longest wait for the next bytes
         self.deadline = float("inf")  # monotonic time by which the whole answer must be in
@@ -246,12 +221,7 @@ class HttpStream:
         self._response.close()
 
     async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
-        finish: str | None = None
-        usage: dict[str, Any] = {}
-        timings: dict[str, Any] = {}
-        n_tokens = 0
-        done = False
-        pending = b""
+        reader = decode.StreamReader(strip_echo=self._strip)
         response = self._response
         try:
             while (data := await response.next_chunk(self._read_timeout)) is not None:
@@ -262,39 +232,13 @@ class HttpStream:
                     return
                 # after [DONE], read on to the end of the body: a response closed early takes
                 # its keep-alive connection with it
-                if done:
+                if reader.done:
                     continue
-                pending += data
-                if b"\n" not in data:
-                    continue
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    line = raw.strip()
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        done = True
-                        break
-                    try:
-                        chunk = orjson.loads(payload)
-                    except ValueError:
-                        continue
-                    if not isinstance(chunk, dict):
-                        continue
-                    if "error" in chunk:
-                        err = chunk["error"]
-                        msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-                        yield Failed(UpstreamError(str(msg), source=self._source))
-                        return
-                    usage = chunk.get("usage") or usage
-                    timings = chunk.get("timings") or timings
-                    for choice in chunk.get("choices") or []:
-                        delta = self._delta(choice)
-                        if delta is not None:
-                            n_tokens += max(len(delta.logprobs), 1)
-                            yield delta
-                        finish = choice.get("finish_reason") or finish
+                for delta in reader.feed(data):
+                    yield delta
+                if reader.error is not None:
+                    yield Failed(UpstreamError(reader.error, source=self._source))
+                    return
         except HttpTimeout:
             yield Failed(UpstreamError("timed out mid-stream", status=504, source=self._source))
             return
@@ -307,130 +251,20 @@ class HttpStream:
             return
         finally:
             response.close()
-        if finish is None:
+        finished = reader.finished()
+        if finished is None:
             yield Failed(UpstreamError("the stream ended without finishing", source=self._source))
             return
-        yield Finished(
-            reason=FinishReason.LENGTH if finish == "length" else FinishReason.STOP,
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", n_tokens)),
-            timings=_timings(timings),
-        )
-
-    def _delta(self, choice: dict[str, Any]) -> TextDelta | None:
-        if self._chat:
-            text = (choice.get("delta") or {}).get("content") or ""
-            lps = _chat_logprobs(choice.get("logprobs"))
-        else:
-            text = choice.get("text") or ""
-            lps = _completion_logprobs(choice.get("logprobs"))
-            if self._strip and text.startswith(self._strip):
-                text, self._strip = text[len(self._strip) :], ""
-        if not text and not lps:
-            return None
-        return TextDelta(text=text, token_ids=(), logprobs=lps)
+        yield finished
 
 
-def _answer_events(
-    raw: bytes, source: str, *, chat: bool, strip_echo: str = ""
-) -> list[GenerationEvent]:
+def _answer_events(raw: bytes, source: str, *, strip_echo: str = "") -> list[GenerationEvent]:
     """A whole chat or text completion as the events its SSE stream would have given: one
     delta with the text and every log-prob (none if both are empty), then Finished; or Failed."""
-    try:
-        data = orjson.loads(raw)
-    except ValueError:
-        return [Failed(UpstreamError(f"the answer is not JSON: {raw[:200]!r}", source=source))]
-    if not isinstance(data, dict):
-        return [Failed(UpstreamError("the answer is not a JSON object", source=source))]
-    if "error" in data:
-        err = data["error"]
-        msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-        return [Failed(UpstreamError(str(msg), source=source))]
-    choices = data.get("choices") or []
-    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    finish = choice.get("finish_reason")
-    if chat:
-        text = (choice.get("message") or {}).get("content") or ""
-        lps = _chat_logprobs(choice.get("logprobs"))
+    got = decode.answer(raw, strip_echo=strip_echo)
+    events: list[GenerationEvent] = [got.delta] if got.delta is not None else []
+    if got.finished is None:
+        events.append(Failed(UpstreamError(got.error or "no answer", source=source)))
     else:
-        text = choice.get("text") or ""
-        lps = _completion_logprobs(choice.get("logprobs"))
-        if strip_echo and text.startswith(strip_echo):
-            text = text[len(strip_echo) :]
-    events: list[GenerationEvent] = []
-    if text or lps:
-        events.append(TextDelta(text=text, token_ids=(), logprobs=lps))
-    if not finish:
-        events.append(Failed(UpstreamError("the answer has no finish_reason", source=source)))
-        return events
-    usage = data.get("usage") or {}
-    n_tokens = len(lps) if lps else int(bool(text))
-    events.append(
-        Finished(
-            reason=FinishReason.LENGTH if finish == "length" else FinishReason.STOP,
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", n_tokens)),
-            timings=_timings(data.get("timings") or {}),
-        )
-    )
+        events.append(got.finished)
     return events
-
-
-def _timings(raw: dict[str, Any]) -> Timings:
-    known: dict[str, Any] = {}
-    for name, kind in _TIMING_TYPES.items():
-        value = raw.get(name)
-        if isinstance(value, int | float):
-            known[name] = kind(value)
-    return Timings(**known)
-
-
-def _chat_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
-    if not isinstance(raw, dict):
-        return ()
-    out = []
-    for item in raw.get("content") or []:
-        token = str(item.get("token", ""))
-        top = tuple(
-            TopLogprob(
-                token=str(t.get("token", "")),
-                token_id=-1,
-                logprob=float(t.get("logprob", 0.0)),
-                bytes=bytes(t.get("bytes") or str(t.get("token", "")).encode()),
-            )
-            for t in item.get("top_logprobs") or []
-        )
-        out.append(
-            TokenLogprob(
-                token=token,
-                token_id=-1,
-                logprob=float(item.get("logprob", 0.0)),
-                bytes=bytes(item.get("bytes") or token.encode()),
-                top=top,
-            )
-        )
-    return tuple(out)
-
-
-def _completion_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
-    if not isinstance(raw, dict):
-        return ()
-    tokens = raw.get("tokens") or []
-    values = raw.get("token_logprobs") or []
-    tops = raw.get("top_logprobs") or [None] * len(tokens)
-    out = []
-    for token, value, top in zip(tokens, values, tops, strict=False):
-        alts = tuple(
-            TopLogprob(token=str(k), token_id=-1, logprob=float(v), bytes=str(k).encode())
-            for k, v in (top or {}).items()
-        )
-        out.append(
-            TokenLogprob(
-                token=str(token),
-                token_id=-1,
-                logprob=float(value) if value is not None else 0.0,
-                bytes=str(token).encode(),
-                top=alts,
-            )
-        )
-    return tuple(out)

@@ -1,4 +1,5 @@
-"""Chat and text completions: route through the gateway, answer whole or as SSE."""
+"""The HTTP handlers of chat and text completions: route through the gateway, answer whole or
+as SSE (per-token engine state is `engine/generation.py`)."""
 
 from __future__ import annotations
 
@@ -12,86 +13,34 @@ from typing import TYPE_CHECKING, TypeVar
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from edgellm.api import render
-from edgellm.api.errors import error_body
-from edgellm.api.schemas import ChatCompletionRequest, CompletionRequest
+from edgellm.api.disconnect import DisconnectGuard
 from edgellm.engine.types import Failed, Finished, GenerationEvent, TextDelta, TokenLogprob
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
 from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.streams import ReplayStream
-from edgellm.node.http_protocol import DISCONNECT_EXTENSION
+from edgellm.wire import encode
+from edgellm.wire.encode import error_body
+from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 
 if TYPE_CHECKING:
-    from edgellm.gateway.router import Routed, Router
+    from edgellm.gateway.route import StartedAnswer
+    from edgellm.gateway.router import Router
 
 T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 ROUTE_HEADER = "x-edgellm-route"
 
 
-class ClientGoneError(EdgeLLMError):
-    status_code = 499
-    error_type = "invalid_request_error"
-    code = "client_closed_request"
-
-
-class DisconnectGuard:
-    """While it is on, a client that disconnects cancels the task serving its request, wherever
-    that task waits: routing, retries, the upstream's first token, a whole answer being
-    collected. Cancelling closes the upstream connection (or stops the in-process generation).
-    Under EdgeLLM's uvicorn protocol the connection's loss calls it back (no task); elsewhere one
-    watcher task per request waits for `http.disconnect`."""
-
-    def __init__(self, request: Request) -> None:
-        self.gone = False
-        self._task = asyncio.current_task()
-        self._watcher: asyncio.Task[None] | None = None
-        self._unwatch: Callable[[], None] | None = None
-        extensions = request.scope.get("extensions")
-        watch = extensions.get(DISCONNECT_EXTENSION) if extensions else None
-        if watch is not None:
-            self._unwatch = watch(self._lost)
-        else:
-            self._watcher = asyncio.create_task(self._watch(request))
-
-    def _lost(self) -> None:
-        self.gone = True
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _watch(self, request: Request) -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        self._lost()
-
-    def stop(self) -> None:
-        """Stop watching, before the response is sent (uvicorn's receive() reports a finished
-        response as a disconnect)."""
-        if self._unwatch is not None:
-            self._unwatch()
-            self._unwatch = None
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
-
-    def client_gone(self) -> ClientGoneError:
-        """The error for a request cancelled by its client's disconnect; the serving task is
-        no longer being cancelled after this."""
-        if self._task is not None:
-            self._task.uncancel()
-        return ClientGoneError("the client closed the connection")
-
-
-def _observe_routed(router: Router, routed: Routed) -> None:
+def _observe_routed(router: Router, routed: StartedAnswer) -> None:
     info = routed.info
     upstream_s = sum(h["ms"] for h in info.hops) / 1e3
     router.metrics.observe_overhead(max(time.perf_counter() - info.started - upstream_s, 0.0))
     router.metrics.count_routed(info.policy or "explicit", routed.model.name)
 
 
-async def _route(router: Router, call: Call) -> Routed:
+async def _route(router: Router, call: Call) -> StartedAnswer:
     routed = await router.route(call)
     _observe_routed(router, routed)
     return routed
@@ -110,12 +59,12 @@ async def _watching(request: Request, work: Awaitable[T]) -> T:
         guard.stop()
 
 
-async def route_watching(router: Router, call: Call, request: Request) -> Routed:
+async def route_watching(router: Router, call: Call, request: Request) -> StartedAnswer:
     """Route `call`; a client that disconnects meanwhile cancels routing and upstream work."""
     return await _watching(request, _route(router, call))
 
 
-def _add(got: render.Collected, event: GenerationEvent) -> Finished | None:
+def _add(got: encode.Collected, event: GenerationEvent) -> Finished | None:
     """One event of a whole answer into `got`: the final event is returned, a failure raised."""
     if isinstance(event, TextDelta):
         got.add(event)
@@ -126,8 +75,8 @@ def _add(got: render.Collected, event: GenerationEvent) -> Finished | None:
     return None
 
 
-async def _collect(stream: EventStream) -> tuple[render.Collected, Finished]:
-    got = render.Collected()
+async def _collect(stream: EventStream) -> tuple[encode.Collected, Finished]:
+    got = encode.Collected()
     try:
         buffered = stream.take_to_end() if isinstance(stream, ReplayStream) else None
         if buffered is not None:  # a whole upstream answer: no need to iterate asynchronously
@@ -145,7 +94,7 @@ async def _collect(stream: EventStream) -> tuple[render.Collected, Finished]:
 
 async def _route_and_collect(
     router: Router, call: Call
-) -> tuple[Routed, render.Collected, Finished]:
+) -> tuple[StartedAnswer, encode.Collected, Finished]:
     """A whole answer has sent nothing to the client yet, so an upstream that breaks mid-way
     (a replica killed under load) is retried from the start, on the next healthy replica."""
     routed = await _route(router, call)
@@ -165,7 +114,7 @@ async def _route_and_collect(
 
 async def whole_answer(
     router: Router, call: Call, request: Request
-) -> tuple[Routed, render.Collected, Finished]:
+) -> tuple[StartedAnswer, encode.Collected, Finished]:
     """Route and collect a non-streamed answer; the client's disconnect cancels both."""
     return await _watching(request, _route_and_collect(router, call))
 
@@ -182,10 +131,10 @@ def _as_edgellm_error(exc: Exception) -> EdgeLLMError:
 def _error_event(exc: Exception) -> bytes:
     err = _as_edgellm_error(exc)
     body = error_body(err.message, type_=err.error_type, param=err.param, code=err.code)
-    return render.sse(json.dumps(body))
+    return encode.sse(json.dumps(body))
 
 
-def _response_model(body: ChatCompletionRequest | CompletionRequest, routed: Routed) -> str:
+def _response_model(body: ChatCompletionRequest | CompletionRequest, routed: StartedAnswer) -> str:
     # An explicit name (or alias) is echoed as sent, as OpenAI does; a policy names its choice.
     return body.model if routed.info.policy is None else routed.model.name
 
@@ -255,7 +204,7 @@ async def chat_completions(
 ) -> Response:
     if body.stream:
         routed = await route_watching(router, call, request)
-        ids = render.ResponseIds(_response_model(body, routed), call.answer_id)
+        ids = encode.ResponseIds(_response_model(body, routed), call.answer_id)
         return StreamingResponse(
             _chat_events(routed, ids, body, on_finish, on_usage),
             media_type="text/event-stream",
@@ -265,17 +214,17 @@ async def chat_completions(
     _charge(on_usage, done)
     if body.logprobs:
         got.logprobs = _top(got.logprobs, body.top_logprobs or 0)
-    ids = render.ResponseIds(_response_model(body, routed), call.answer_id)
+    ids = encode.ResponseIds(_response_model(body, routed), call.answer_id)
     if on_finish is not None:
         on_finish(got.text)
     route = routed.info.as_dict()
-    answer = render.chat_completion(ids, got, done, with_logprobs=body.logprobs, route=route)
+    answer = encode.chat_completion(ids, got, done, with_logprobs=body.logprobs, route=route)
     return JsonAnswer(answer, routed.info.header())
 
 
 async def _chat_events(
-    routed: Routed,
-    ids: render.ResponseIds,
+    routed: StartedAnswer,
+    ids: encode.ResponseIds,
     body: ChatCompletionRequest,
     on_finish: OnFinish | None,
     on_usage: OnUsage | None,
@@ -285,16 +234,16 @@ async def _chat_events(
     text: list[str] = []
     meter = _StreamMeter(on_usage) if on_usage is not None else None
     try:
-        yield render.chat_chunk(ids, role="assistant", content="", include_usage=usage)
+        yield encode.chat_chunk(ids, role="assistant", content="", include_usage=usage)
         async for event in stream:
             if isinstance(event, TextDelta):
                 if meter is not None:
                     meter.delta(event)
                 text.append(event.text)
-                yield render.chat_chunk(
+                yield encode.chat_chunk(
                     ids,
                     content=event.text,
-                    logprobs=render.chat_logprobs(_top(event.logprobs, body.top_logprobs or 0))
+                    logprobs=encode.chat_logprobs(_top(event.logprobs, body.top_logprobs or 0))
                     if body.logprobs
                     else None,
                     include_usage=usage,
@@ -303,22 +252,22 @@ async def _chat_events(
                 if meter is not None:
                     meter.finished(event)
                 route = routed.info.as_dict()
-                yield render.chat_chunk(
+                yield encode.chat_chunk(
                     ids,
-                    finish=render.finish_reason(event),
+                    finish=encode.finish_reason(event),
                     timings=event.timings.as_dict(),
                     include_usage=usage,
                     route=route,
                 )
                 if usage:
-                    yield render.usage_chunk(ids, event, chat=True, route=route)
+                    yield encode.usage_chunk(ids, event, chat=True, route=route)
                 if on_finish is not None:
                     on_finish("".join(text))
                 break
             elif isinstance(event, Failed):
                 yield _error_event(event.error)
                 break
-        yield render.SSE_DONE
+        yield encode.SSE_DONE
     finally:
         stream.cancel()
         if meter is not None:
@@ -339,7 +288,7 @@ async def completions(
     with_logprobs = body.logprobs is not None
     if body.stream:
         routed = await route_watching(router, call, request)
-        ids = render.ResponseIds(_response_model(body, routed), call.answer_id)
+        ids = encode.ResponseIds(_response_model(body, routed), call.answer_id)
         return StreamingResponse(
             _completion_events(routed, ids, body, on_usage),
             media_type="text/event-stream",
@@ -349,15 +298,18 @@ async def completions(
     _charge(on_usage, done)
     if with_logprobs:
         got.logprobs = _top(got.logprobs, body.logprobs or 0)
-    ids = render.ResponseIds(_response_model(body, routed), call.answer_id)
-    out = render.completion(
+    ids = encode.ResponseIds(_response_model(body, routed), call.answer_id)
+    out = encode.completion(
         ids, got, done, echo=routed.echo, with_logprobs=with_logprobs, route=routed.info.as_dict()
     )
     return JsonAnswer(out, routed.info.header())
 
 
 async def _completion_events(
-    routed: Routed, ids: render.ResponseIds, body: CompletionRequest, on_usage: OnUsage | None
+    routed: StartedAnswer,
+    ids: encode.ResponseIds,
+    body: CompletionRequest,
+    on_usage: OnUsage | None,
 ) -> AsyncIterator[bytes]:
     usage = body.include_usage
     with_logprobs = body.logprobs is not None
@@ -367,37 +319,37 @@ async def _completion_events(
     meter = _StreamMeter(on_usage) if on_usage is not None else None
     try:
         if echo:
-            yield render.completion_chunk(ids, echo, include_usage=usage)
+            yield encode.completion_chunk(ids, echo, include_usage=usage)
         async for event in stream:
             if isinstance(event, TextDelta):
                 if meter is not None:
                     meter.delta(event)
                 lps = (
-                    render.completion_logprobs(_top(event.logprobs, body.logprobs or 0), offset)
+                    encode.completion_logprobs(_top(event.logprobs, body.logprobs or 0), offset)
                     if with_logprobs
                     else None
                 )
                 offset += len(event.text)
-                yield render.completion_chunk(ids, event.text, logprobs=lps, include_usage=usage)
+                yield encode.completion_chunk(ids, event.text, logprobs=lps, include_usage=usage)
             elif isinstance(event, Finished):
                 if meter is not None:
                     meter.finished(event)
                 route = routed.info.as_dict()
-                yield render.completion_chunk(
+                yield encode.completion_chunk(
                     ids,
                     "",
-                    finish=render.finish_reason(event),
+                    finish=encode.finish_reason(event),
                     timings=event.timings.as_dict(),
                     include_usage=usage,
                     route=route,
                 )
                 if usage:
-                    yield render.usage_chunk(ids, event, chat=False, route=route)
+                    yield encode.usage_chunk(ids, event, chat=False, route=route)
                 break
             elif isinstance(event, Failed):
                 yield _error_event(event.error)
                 break
-        yield render.SSE_DONE
+        yield encode.SSE_DONE
     finally:
         stream.cancel()
         if meter is not None:

@@ -1,4 +1,4 @@
-"""OpenAI wire format: requests and responses as pydantic models, separate from the logic.
+"""OpenAI wire format: requests and responses as pydantic models.
 
 Unknown request fields are ignored (as llama-server and vLLM do), so newer clients keep working.
 EdgeLLM additions are marked: `timings` on responses (llama-server's object), and the sampling
@@ -127,6 +127,10 @@ class _SamplingFields(_Request):
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"bias of token {key} must be in [-100, 100], got {bias}")
         return v
+
+    def token_cap(self) -> int | None:
+        """The most tokens the client lets the answer have (None: up to the context window)."""
+        return self.max_tokens
 
     def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
         return tuple((int(k), b) for k, b in (self.logit_bias or {}).items())

@@ -1,9 +1,10 @@
-"""Engine events to OpenAI wire objects (chat and legacy completions), streamed or whole.
+"""Engine events to OpenAI wire objects (chat and legacy completions), streamed or whole, and
+OpenAI-style error bodies.
 
 Answers are built as plain dicts and encoded by orjson: on the gateway's hot path, building
 pydantic models only to serialise them cost more than the rest of the rendering, and the standard
 library's encoder is slower than both. The shapes are exactly those of the response models in
-`api/schemas.py` (which document them in the OpenAPI schema); a unit test holds the two together.
+`wire/schemas.py` (which document them in the OpenAPI schema); a unit test holds the two together.
 A float JSON cannot carry (NaN, infinite) is written as `null`, as pydantic does.
 """
 
@@ -18,6 +19,7 @@ import orjson
 
 from edgellm import __version__
 from edgellm.engine.types import Finished, FinishReason, TextDelta, TokenLogprob
+from edgellm.wire.schemas import ErrorDetail, ErrorResponse
 
 SYSTEM_FINGERPRINT = f"edgellm-{__version__}"
 
@@ -193,13 +195,20 @@ def chat_chunk(
 
 
 def usage_chunk(
-    ids: ResponseIds, done: Finished, *, chat: bool, route: dict[str, Any] | None = None
+    ids: ResponseIds,
+    done: Finished,
+    *,
+    chat: bool,
+    route: dict[str, Any] | None = None,
+    with_timings: bool = True,
 ) -> bytes:
-    """The extra last chunk of `stream_options.include_usage`: no choices, only usage."""
+    """The extra last chunk of `stream_options.include_usage`: no choices, only usage (and
+    `timings`, unless `with_timings` is false: a test fake playing a server without them)."""
     chunk = _head(ids, "chat.completion.chunk" if chat else "text_completion")
     chunk["choices"] = []
     chunk["usage"] = usage_of(done)
-    chunk["timings"] = done.timings.as_dict()
+    if with_timings:
+        chunk["timings"] = done.timings.as_dict()
     if route:
         chunk["route"] = route
     return sse(to_json(chunk))
@@ -255,3 +264,35 @@ def completion_chunk(
     chunk = _head(ids, "text_completion")
     chunk["choices"] = [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]
     return sse(_chunk_json(chunk, include_usage, timings, route))
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+ERROR_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPE_BY_STATUS.get(status, "server_error")
+
+
+def error_body(
+    message: str, *, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, object]:
+    """OpenAI's error object: `{"error": {"message", "type", "param", "code"}}`."""
+    return ErrorResponse(
+        error=ErrorDetail(message=message, type=type_, param=param, code=code)
+    ).model_dump()
+
+
+def error_json(status: int, message: str, code: str | None = None) -> bytes:
+    """The error body of an HTTP status, encoded (for answers sent as raw ASGI messages)."""
+    return to_json(error_body(message, type_=error_type(status), code=code))

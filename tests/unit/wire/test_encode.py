@@ -1,5 +1,5 @@
 """The rendered answers and chunks have exactly the shapes of the documented response models
-(`api/schemas.py`), and floats JSON cannot carry are written as null, as pydantic writes them."""
+(`wire/schemas.py`), and floats JSON cannot carry are written as null, as pydantic writes them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from edgellm.api import render
-from edgellm.api.schemas import ChatCompletion, ChatCompletionChunk, Completion
 from edgellm.engine.types import (
     Finished,
     FinishReason,
@@ -21,8 +19,10 @@ from edgellm.engine.types import (
     TokenLogprob,
     TopLogprob,
 )
+from edgellm.wire import encode
+from edgellm.wire.schemas import ChatCompletion, ChatCompletionChunk, Completion
 
-IDS = render.ResponseIds(model="m", id="chatcmpl-1", created=1700000000)
+IDS = encode.ResponseIds(model="m", id="chatcmpl-1", created=1700000000)
 ROUTE = {"policy": None, "model": "m", "hops": [{"model": "m", "ms": 0.5}]}
 
 
@@ -36,8 +36,8 @@ def _done(reason: FinishReason = FinishReason.STOP) -> Finished:
     return Finished(reason=reason, prompt_tokens=7, completion_tokens=3, timings=timings)
 
 
-def _collected(text: str = "Grüße, world", logprob: float = -0.25) -> render.Collected:
-    got = render.Collected()
+def _collected(text: str = "Grüße, world", logprob: float = -0.25) -> encode.Collected:
+    got = encode.Collected()
     got.add(TextDelta(text=text, token_ids=(1, 2), logprobs=(_lp("Gr", logprob), _lp("üße", -1.0))))
     return got
 
@@ -53,7 +53,7 @@ def _same_as_schema(raw: bytes, schema: type[BaseModel], *, exclude: set[str]) -
 
 @pytest.mark.parametrize("with_logprobs", [False, True])
 def test_whole_chat_answer_matches_its_model(with_logprobs: bool) -> None:
-    raw = render.chat_completion(
+    raw = encode.chat_completion(
         IDS, _collected(), _done(), with_logprobs=with_logprobs, route=ROUTE
     )
     data = _same_as_schema(raw, ChatCompletion, exclude=set())
@@ -67,7 +67,7 @@ def test_whole_chat_answer_matches_its_model(with_logprobs: bool) -> None:
 
 @pytest.mark.parametrize("with_logprobs", [False, True])
 def test_whole_completion_matches_its_model(with_logprobs: bool) -> None:
-    raw = render.completion(
+    raw = encode.completion(
         IDS, _collected(), _done(FinishReason.LENGTH), echo="Say: ", with_logprobs=with_logprobs
     )
     data = _same_as_schema(raw, Completion, exclude=set())
@@ -79,33 +79,33 @@ def test_whole_completion_matches_its_model(with_logprobs: bool) -> None:
 
 
 def test_chunks_carry_only_their_fields() -> None:
-    first = render.chat_chunk(IDS, role="assistant", content="")
+    first = encode.chat_chunk(IDS, role="assistant", content="")
     data = _same_as_schema(first[6:-2], ChatCompletionChunk, exclude={"usage", "timings", "route"})
     assert first.startswith(b"data: ") and first.endswith(b"\n\n")
     assert data["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert "usage" not in data and "timings" not in data and "route" not in data
 
-    last = render.chat_chunk(
+    last = encode.chat_chunk(
         IDS, finish="stop", timings=_done().timings.as_dict(), include_usage=True, route=ROUTE
     )
     data = _same_as_schema(last[6:-2], ChatCompletionChunk, exclude=set())
     assert data["usage"] is None and data["route"] == ROUTE
     assert data["choices"][0]["delta"] == {"role": None, "content": None}
 
-    text = render.completion_chunk(
-        IDS, "hi", logprobs=render.completion_logprobs([_lp("hi", -1)], 0)
+    text = encode.completion_chunk(
+        IDS, "hi", logprobs=encode.completion_logprobs([_lp("hi", -1)], 0)
     )
     _same_as_schema(text[6:-2], Completion, exclude={"usage", "timings", "route"})
 
     for chat in (True, False):
-        usage = render.usage_chunk(IDS, _done(), chat=chat)
+        usage = encode.usage_chunk(IDS, _done(), chat=chat)
         schema = ChatCompletionChunk if chat else Completion
         data = _same_as_schema(usage[6:-2], schema, exclude={"route"})
         assert data["choices"] == [] and data["usage"]["total_tokens"] == 10
 
 
 def test_a_non_finite_logprob_is_rendered_as_null() -> None:
-    raw = render.chat_completion(
+    raw = encode.chat_completion(
         IDS, _collected(logprob=-math.inf), _done(), with_logprobs=True, route=ROUTE
     )
     data = json.loads(raw)  # strict JSON: no -Infinity
@@ -115,7 +115,7 @@ def test_a_non_finite_logprob_is_rendered_as_null() -> None:
 
 def test_numpy_numbers_in_the_route_object_are_written_as_numbers() -> None:
     route = ROUTE | {"scores": {"p_small_ok": np.float64(0.8125), "n": np.int64(3)}}
-    raw = render.chat_completion(IDS, _collected(), _done(), with_logprobs=False, route=route)
+    raw = encode.chat_completion(IDS, _collected(), _done(), with_logprobs=False, route=route)
     assert json.loads(raw)["route"]["scores"] == {"p_small_ok": 0.8125, "n": 3}
     with pytest.raises(TypeError, match="not JSON serializable"):
-        render.to_json({"x": object()})
+        encode.to_json({"x": object()})

@@ -1,8 +1,8 @@
-"""OpenAI-style error bodies for every failure, so clients never see a bare 500 or HTML."""
+"""FastAPI's answers for every failure as OpenAI-style error bodies (`wire.encode.error_body`), so
+clients never see a bare 500 or HTML."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 
@@ -11,29 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgellm.api.schemas import ErrorDetail, ErrorResponse
 from edgellm.errors import EdgeLLMError, OverloadedError
+from edgellm.wire.encode import error_body, error_type
 
 log = logging.getLogger(__name__)
-
-_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "server_error",
-}
-
-
-def error_body(
-    message: str, *, type_: str, param: str | None = None, code: str | None = None
-) -> dict[str, object]:
-    return ErrorResponse(
-        error=ErrorDetail(message=message, type=type_, param=param, code=code)
-    ).model_dump()
 
 
 def error_response(
@@ -44,9 +25,7 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = error_body(
-        message, type_=_TYPE_BY_STATUS.get(status, "server_error"), param=param, code=code
-    )
+    body = error_body(message, type_=error_type(status), param=param, code=code)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -92,9 +71,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return error_response(500, f"internal error: {type(exc).__name__}", code="internal_error")
-
-
-def json_error_bytes(status: int, message: str, code: str | None = None) -> bytes:
-    return json.dumps(
-        error_body(message, type_=_TYPE_BY_STATUS.get(status, "server_error"), code=code)
-    ).encode()

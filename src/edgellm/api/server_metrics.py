@@ -1,4 +1,6 @@
-"""Prometheus metrics for a serving process (one registry per app, so tests stay isolated)."""
+"""Prometheus metrics of a serving process: requests by endpoint and status, generations (tokens,
+speeds, latencies), CPU, memory and queues (one registry per app, so tests stay isolated). The
+gateway's routing metrics are `gateway/metrics.py`."""
 
 from __future__ import annotations
 
