@@ -179,11 +179,11 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str
     name: str = Field(min_length=1, pattern=_NAME, description="the `model` value that uses it")
     models: list[str] = Field(
         default_factory=list, description="candidates, smallest tier first (default: all)"
     )
+    kind: str  # after name and models: a dumped entry reads as it is written
 
 
 # The config classes of the policy kinds, by kind. The policy modules add theirs (beside their
