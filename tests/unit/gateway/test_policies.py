@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from edgellm.api.schemas import ChatCompletionRequest
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -37,6 +36,7 @@ from edgellm.gateway.policies.rules import RulesPolicy, RulesPolicyConfig
 from edgellm.gateway.route import Candidate, Route, StartedAnswer
 from edgellm.gateway.router import Router
 from edgellm.gateway.streams import ReplayStream
+from edgellm.wire.schemas import ChatCompletionRequest
 
 # -- the fake context ---------------------------------------------------------------------------
 
