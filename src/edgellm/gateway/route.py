@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Route:
+    """What the gateway did for one request: the policy and why it chose (signals, scores,
+    threshold), where the answer runs, the cascade's escalations and every attempt (hops)."""
+
     policy: str | None = None  # None: the client named a model
     signals: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
