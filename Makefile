@@ -27,7 +27,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test lint typecheck unit integration reference bench clean
+.PHONY: setup serve test lint typecheck unit integration reference bench clean image image-arm64
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -65,6 +65,18 @@ test: setup lint typecheck
 reference: $(UV)
 	CACHE_DIR=$(CACHE_DIR) UV=$(UV) CMAKE_ARGS="$(strip $(CMAKE_ARGS) $(LLAMA_CMAKE_ARGS))" \
 		bash scripts/build_reference.sh
+
+# The container image from deploy/Dockerfile, with docker (when its daemon answers) or podman; on a
+# machine that reaches no container registry, a local stand-in for the base image is made first
+# (deploy/image/base.sh). tests/container builds it too, once per `make test`.
+IMAGE ?= edgellm:local
+image:
+	bash deploy/image/build.sh $(IMAGE)
+
+# The same for linux/arm64 (the Raspberry Pi 5) under emulation: qemu-user-static with binfmt.
+# Not part of CI (hours on this 2-vCPU machine; docs/cluster.md).
+image-arm64:
+	PLATFORM=linux/arm64 bash deploy/image/build.sh $(IMAGE)-arm64
 
 bench: setup
 	$(VENV)/bin/python benchmarks/engine.py
