@@ -40,6 +40,7 @@ from edgellm.bench.records import RequestRecord, ResourceSample
 from edgellm.bench.resources import PhaseTracker, ResourceSampler, metrics_probe, pid_probe
 from edgellm.bench.search import SearchResult, SearchSettings, StepMeasure
 from edgellm.bench.slo import evaluate
+from edgellm.bench.summary import RunSummary, summarize, summarize_repeats
 from edgellm.bench.tokenizers import LocalTokenizer, ServerTextTokenizer
 from edgellm.bench.workloads import (
     Session,
@@ -48,7 +49,6 @@ from edgellm.bench.workloads import (
     WorkloadOptions,
     get_workload,
 )
-from edgellm.report.analysis import RunSummary, summarize, summarize_repeats
 
 CONFIG, RECORDS, SAMPLES, SUMMARY, DONE, SEARCH, FINISHED = (
     "config.json",

@@ -24,7 +24,8 @@ from edgellm.bench.run import (
     repeat_dirs,
 )
 from edgellm.bench.search import SearchResult
-from edgellm.report.analysis import (
+from edgellm.bench.stats import Difference, bootstrap, welch
+from edgellm.bench.summary import (
     REPEATED_FIELDS,
     RunSummary,
     decode_tps,
@@ -34,7 +35,6 @@ from edgellm.report.analysis import (
 )
 from edgellm.report.cost import CostAnalysis, CostConfig, CostError, analyse, measure_inputs
 from edgellm.report.plots import all_plots, cost_vs_rate
-from edgellm.report.stats import Difference, bootstrap, welch
 from edgellm.report.tables import (
     COLUMNS,
     accuracy_cell,

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from edgellm.bench.records import RequestRecord, ResourceSample
-from edgellm.report.analysis import ModelRow, RunSummary, measured
+from edgellm.bench.summary import ModelRow, RunSummary, measured
 from edgellm.report.cost import CostAnalysis
 
 
@@ -167,6 +167,12 @@ def cost_vs_rate(cost: CostAnalysis, path: Path) -> Path:
     ax.plot(rates[inside], curve[inside], color="tab:green", label="edge alone")
     ax.plot(rates[~inside], curve[~inside], color="tab:olive", ls="--",
             label="edge + spill to cloud")  # fmt: skip
+    if (~inside).any():
+        # where the edge alone would cost, had it the capacity: the crossover lies on it
+        unbounded = cost.model_copy(update={"capacity_rps": float("inf")})
+        alone = [unbounded.at(float(r)).spill_usd_per_mtok for r in rates[~inside]]
+        ax.plot(rates[~inside], alone, color="tab:green", ls=":", lw=1,
+                label="edge alone past capacity (misses SLO)")  # fmt: skip
     ax.axhline(cost.cloud_usd_per_mtok, color="tab:blue", label="cloud alone")
     ax.axvline(cost.capacity_rps, color="tab:red", ls=":", lw=1, label="edge capacity at SLO")
     if cost.crossover_rps is not None and low <= cost.crossover_rps <= high:

@@ -9,9 +9,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgellm.report.analysis import ModelRow, RunSummary
+from edgellm.bench.stats import Proportion, wilson
+from edgellm.bench.summary import ModelRow, RunSummary
 from edgellm.report.cost import CostAnalysis
-from edgellm.report.stats import Proportion, wilson
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (ModelRow field, header, format)

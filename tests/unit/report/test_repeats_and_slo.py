@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edgellm.bench.run import BenchConfig, run_bench
+from edgellm.bench.stats import mean_ci
 from edgellm.bench.workloads import WorkloadError, WorkloadOptions
 from edgellm.cli import app
 from edgellm.report.html import comparison_rows, write_report
-from edgellm.report.stats import mean_ci
 from tests.unit.bench.fakes import FakeBehaviour, FakeServer
 
 FAST = FakeBehaviour(ttft_s=0.05, itl_s=0.01, tokens=6)

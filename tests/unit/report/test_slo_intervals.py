@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edgellm.bench.records import RequestRecord
-from edgellm.report.analysis import summarize
-from edgellm.report.stats import wilson
+from edgellm.bench.stats import wilson
+from edgellm.bench.summary import summarize
 from edgellm.report.tables import slo_rows
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from edgellm.report.stats import betainc, bootstrap, mean_ci, t_cdf, t_quantile, welch, wilson
+from edgellm.bench.stats import betainc, bootstrap, mean_ci, t_cdf, t_quantile, welch, wilson
 
 # two-sided 95 % and 99 % critical values from the standard t table
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 30: 2.042}

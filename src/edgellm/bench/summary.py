@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from edgellm.bench.records import RequestRecord, ResourceSample
 from edgellm.bench.search import SearchResult
 from edgellm.bench.slo import SloSummary, evaluate, slo_summary
-from edgellm.report.stats import MeanCI, Proportion, mean_ci, wilson
+from edgellm.bench.stats import MeanCI, Proportion, mean_ci, wilson
 
 PERCENTILES = (50, 90, 95, 99)
 CONTEXT_BUCKETS = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
