@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,8 @@ SYSTEM = {"role": "system", "content": "You answer in one short sentence about e
 
 
 def user(topic: str) -> dict[str, Any]:
-    return {"role": "user", "content": f"Tell me about {topic}. " + "Be concrete and brief. " * 12}
+    # the topic first: two conversations share nothing beyond the system message
+    return {"role": "user", "content": f"{topic}: tell me about it. " + "Be concrete. " * 20}
 
 
 def ask(client: httpx.Client, model: str, messages: list[Any], *, stream: bool) -> dict[str, Any]:
@@ -132,7 +134,7 @@ def test_a_later_turn_lands_where_the_first_was_served_and_reuses_its_cache(
         assert signal["expected_cached_tokens"][home] > 0
         assert cached(answer) >= prev["usage"]["prompt_tokens"] - 1
     # negative: a new conversation is not steered by anyone's cache
-    fresh = conversation_turns(gw, f"something unrelated {stream}", 1, stream=stream)[0]
+    fresh = conversation_turns(gw, f"{uuid.uuid4().hex} gardening", 1, stream=stream)[0]
     assert fresh["route"]["signals"]["affinity"]["reason"] == "no cached prefix"
     assert cached(fresh) < answers[-1]["usage"]["prompt_tokens"] // 2
     with gw.http() as http:
