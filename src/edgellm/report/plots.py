@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from edgellm.bench.records import RequestRecord, ResourceSample
+from edgellm.bench.stats import Proportion, wilson
 from edgellm.bench.summary import ModelRow, RunSummary, measured
 from edgellm.report.cost import CostAnalysis
 
@@ -107,24 +108,36 @@ def accuracy_vs_throughput(rows: Sequence[ModelRow], path: Path) -> Path | None:
 
 
 def slo_vs_load(summary: RunSummary, path: Path) -> Path | None:
-    """SLO attainment and goodput against the load of each stage (runs of several stages)."""
+    """SLO attainment (with its Wilson 95 % interval) and goodput against the load of each
+    stage (runs of several stages)."""
+    points: list[tuple[float, Proportion, float | None]]
     if summary.search is not None and summary.search.steps:
         steps = sorted(summary.search.steps, key=lambda s: s.rate)
-        points = [(s.rate, s.attainment, s.goodput_rps) for s in steps]
-        xlabel = "offered rate (requests/s)"
+        points = [
+            (
+                s.rate,
+                wilson(round((s.attainment or 0.0) * s.requests), s.requests),
+                s.goodput_rps,
+            )
+            for s in steps
+        ]
+        xlabel = "offered rate (sessions/s; requests/s for one-request sessions)"
     elif summary.slo is not None and len(summary.slo.stages) > 1:
         stages = sorted(
             (s for s in summary.slo.stages if s.request_rate is not None),
             key=lambda s: s.request_rate or 0.0,
         )
-        points = [(s.request_rate or 0.0, s.attainment, s.goodput_rps) for s in stages]
+        points = [(s.request_rate or 0.0, wilson(s.met, s.counted), s.goodput_rps) for s in stages]
         xlabel = "measured load (requests/s of the stage)"
     else:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = [p[0] for p in points]
-    ax.plot(x, [p[1] * 100 if p[1] is not None else np.nan for p in points], "o-",
-            color="tab:blue", label="attainment %")  # fmt: skip
+    value = np.array([p[1].value * 100 if p[1].value is not None else np.nan for p in points])
+    low = np.array([p[1].low * 100 if p[1].low is not None else np.nan for p in points])
+    high = np.array([p[1].high * 100 if p[1].high is not None else np.nan for p in points])
+    ax.errorbar(x, value, yerr=[value - low, high - value], fmt="o-", capsize=3,
+                color="tab:blue", label="attainment % (Wilson 95 %)")  # fmt: skip
     if summary.search is not None:
         ax.axhline(summary.search.target * 100, color="tab:blue", ls=":", lw=1)
     ax.set_ylim(0, 102)
