@@ -143,6 +143,9 @@ class GatewayMetrics:
     def count_routed(self, policy: str, model: str) -> None:
         self._later(self.routed, (policy, model), 1.0)
 
+    def count_escalation(self, policy: str, source: str, target: str) -> None:
+        self._later(self.escalations, (policy, source, target), 1.0)
+
     def count_degraded(self, policy: str, model: str, reason: str) -> None:
         self._later(self.degraded, (policy, model, reason), 1.0)
 

@@ -25,6 +25,8 @@ def test_a_scrape_sees_every_update_made_before_it() -> None:
     m.count_attempt("small", "http://a/v1", "ok")
     m.count_attempt("small", "http://b/v1", "error")
     m.count_routed("explicit", "small")
+    m.count_escalation("cascade", "small", "cloud")
+    m.count_degraded("cascade", "small", "down")
     m.observe_overhead(0.0003)
     m.observe_ttft("small", 0.2)
     m.observe_e2e("small", 3.0)
@@ -33,6 +35,10 @@ def test_a_scrape_sees_every_update_made_before_it() -> None:
     assert got[ok] == 2.0
     assert got[ok.replace("a/v1", "b/v1").replace('"ok"', '"error"')] == 1.0
     assert got['edgellm_gateway_routed_requests_total{model="small",policy="explicit"}'] == 1.0
+    escalated = 'edgellm_gateway_escalations_total{policy="cascade",source="small",target="cloud"}'
+    assert got[escalated] == 1.0
+    degraded = 'model="small",policy="cascade",reason="down"'
+    assert got["edgellm_gateway_degraded_answers_total{" + degraded + "}"] == 1.0
     assert got['edgellm_gateway_overhead_seconds_bucket{le="0.0005"}'] == 1.0
     assert got['edgellm_gateway_overhead_seconds_bucket{le="0.00025"}'] == 0.0
     assert got['edgellm_gateway_time_to_first_token_seconds_count{model="small"}'] == 1.0

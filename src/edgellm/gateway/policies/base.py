@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client import Counter
-
 from edgellm.config import POLICY_CONFIGS, TIERS, PolicyConfig
 from edgellm.gateway.call import Call
 from edgellm.gateway.route import Candidate, Route, StartedAnswer
@@ -22,8 +20,7 @@ class PolicyMetrics(Protocol):
     """The gateway metrics a policy updates itself (attempts and answers are counted by the
     router)."""
 
-    @property
-    def escalations(self) -> Counter: ...  # labels: policy, source, target
+    def count_escalation(self, policy: str, source: str, target: str) -> None: ...
 
     def count_degraded(self, policy: str, model: str, reason: str) -> None: ...
 

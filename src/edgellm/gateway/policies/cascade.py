@@ -114,7 +114,7 @@ class CascadePolicy:
                 step = None if leaving is None else leaving | {"to": model.name}
                 if step is not None:
                     info.escalations.append(step)
-                    self.context.metrics.escalations.labels(policy, step["from"], model.name).inc()
+                    self.context.metrics.count_escalation(policy, step["from"], model.name)
                 if not model.reachable():  # open circuits, failing health checks: not tried
                     failure = down_error([model])
                     _record(step, "down", failure.message)
