@@ -41,6 +41,8 @@ args=(build -f deploy/Dockerfile -t "$tag" ${platform:+--platform "$platform"})
 if [ "$ENGINE" = podman ]; then
   # --pull=never: the base just found or made is the one to use. uv reads SSL_CERT_FILE;
   # the path is the container's own bundle, which the mount replaces during the build only.
+  # podman's default OCI format has no HEALTHCHECK (dropped with a warning; podman before 4.6
+  # runs no health checks without systemd anyway): BUILD_ARGS="--format docker" keeps it.
   args+=(--pull=never --layers -v "$HOST_CA:$CONTAINER_CA:ro"
          --env "SSL_CERT_FILE=$CONTAINER_CA")
 fi
