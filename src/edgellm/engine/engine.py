@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from edgellm.config import EngineConfig
 from edgellm.engine.chat_template import ChatTemplate
 from edgellm.engine.jobs import GenerationJob
-from edgellm.engine.llama import LlamaModel, LlamaSettings
+from edgellm.engine.llama import Grammar, LlamaModel, LlamaSettings
 from edgellm.engine.scheduler import Scheduler
 from edgellm.engine.types import (
     Failed,
@@ -32,6 +32,10 @@ from edgellm.engine.types import (
 from edgellm.errors import ContextLengthExceededError, InvalidRequestError
 
 log = logging.getLogger(__name__)
+
+MAX_GRAMMAR_CHARS = 65_536
+"""A grammar's rules are expanded in memory (a repetition up to 2,000-fold each): the text is
+bounded so that one request cannot hold much memory."""
 
 FinishListener = Callable[[str, Finished], None]
 
@@ -177,6 +181,18 @@ class Engine:
                 param=param,
             )
 
+    def check_grammar(self, text: str) -> None:
+        """Compile a request's grammar once (a GrammarError, a 400, says why llama.cpp refused
+        it), so that a bad one never reaches the worker thread."""
+        if len(text) > MAX_GRAMMAR_CHARS:
+            raise InvalidRequestError(
+                f"the grammar has {len(text)} characters; at most {MAX_GRAMMAR_CHARS} are accepted",
+                param="grammar",
+            )
+        if not text.strip():
+            raise InvalidRequestError("the grammar is empty", param="grammar")
+        Grammar(self._model, text).close()
+
     def resolve_max_tokens(self, n_prompt: int, requested: int | None) -> int:
         """The generation cap for a prompt, or a clear 400 naming the token counts."""
         n_ctx = self._model.n_ctx
@@ -222,6 +238,14 @@ class Engine:
         bias = request.sampling.logit_bias
         if bias:
             self.check_token_ids([t for t, _ in bias], param="logit_bias")
+        if request.sampling.grammar is not None:
+            self.check_grammar(request.sampling.grammar)
+            if request.ignore_eos:
+                raise InvalidRequestError(
+                    "ignore_eos cannot be combined with a grammar: a finished grammar allows "
+                    "nothing but the end of generation",
+                    param="ignore_eos",
+                )
         return GenerationStream(self._scheduler, request, self._notify)
 
     def _notify(self, done: Finished) -> None:

@@ -40,6 +40,7 @@ class ActiveGeneration:
             min_p=s.min_p,
             seed=seed,
             logit_bias=s.logit_bias,
+            grammar=s.grammar,
         )
         self.stream = TextStream(stop=req.stop)
         self.n_gen = 0

@@ -13,7 +13,7 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
-from edgellm.errors import EdgeLLMError, ModelNotFoundError
+from edgellm.errors import EdgeLLMError, InvalidRequestError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ _GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: loggin
 _llama_log = logging.getLogger("llama.cpp")
 _llama_log.setLevel(os.environ.get("EDGELLM_LLAMA_LOG", "warning").upper())
 _last_level = logging.DEBUG
+# llama.cpp reports why it refused a grammar only in its log: a thread that is compiling one
+# collects the error lines logged meanwhile (see `_llama_errors`).
+_captured = threading.local()
 
 
 @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
@@ -40,10 +43,25 @@ def _route_llama_log(level: int, text: bytes, _: ctypes.c_void_p) -> None:
     global _last_level
     py_level = _GGML_LEVELS.get(level, _last_level)  # 5 = continuation of the previous line
     _last_level = py_level
+    errors: list[str] | None = getattr(_captured, "errors", None)
+    if errors is not None and py_level >= logging.ERROR:
+        errors.append(text.decode("utf-8", errors="replace"))
+        return
     if _llama_log.isEnabledFor(py_level):
         message = text.decode("utf-8", errors="replace").rstrip()
         if message:
             _llama_log.log(py_level, message)
+
+
+@contextlib.contextmanager
+def _llama_errors() -> Iterator[list[str]]:
+    """Collect the error lines llama.cpp logs on this thread inside the block."""
+    errors: list[str] = []
+    _captured.errors = errors
+    try:
+        yield errors
+    finally:
+        _captured.errors = None
 
 
 llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
@@ -62,6 +80,14 @@ def _init_backend() -> None:
 
 class LlamaError(EdgeLLMError):
     """llama.cpp refused an operation (for example, no KV slot left for a batch)."""
+
+
+class GrammarError(InvalidRequestError):
+    """llama.cpp refused a grammar (its parser's reason is in the message)."""
+
+
+class GrammarDeadEndError(InvalidRequestError):
+    """No token of the vocabulary can continue the text under the request's grammar."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +375,7 @@ class LlamaModel:
         min_p: float,
         seed: int,
         logit_bias: Sequence[tuple[int, float]] = (),
+        grammar: str | None = None,
     ) -> Sampler:
         return Sampler(
             self,
@@ -358,7 +385,12 @@ class LlamaModel:
             min_p=min_p,
             seed=seed,
             logit_bias=logit_bias,
+            grammar=Grammar(self, grammar) if grammar is not None else None,
         )
+
+    @property
+    def vocab(self) -> Any:
+        return self._vocab
 
     @property
     def ctx(self) -> Any:
@@ -396,10 +428,13 @@ class Sampler:
         min_p: float,
         seed: int,
         logit_bias: Sequence[tuple[int, float]] = (),
+        grammar: Grammar | None = None,
     ) -> None:
         self._ctx = model.ctx
         self._model = model
         self._chain: Any = None
+        self._grammar = grammar
+        self.n_masked = 0  # tokens the grammar refused, so that the whole vocabulary was masked
         for token, _ in logit_bias:
             # llama.cpp's logit-bias sampler indexes the candidate array with these ids unchecked
             if not 0 <= token < model.n_vocab:
@@ -431,16 +466,129 @@ class Sampler:
         self._chain = chain
 
     def sample(self, index: int = -1) -> int:
-        """Sample from output `index`'s logits (and accept the token into the chain's state)."""
+        """Sample from output `index`'s logits (and accept the token into the chain's state).
+
+        With a grammar, the token is first drawn without it and kept if the grammar allows it,
+        which is the common case and costs one check; otherwise the grammar masks the whole
+        vocabulary and the token is drawn again from what it allows (llama.cpp's own sampling
+        helper does the same: masking a 262k-token vocabulary on every step is the slow part).
+        """
+        token = self._draw(index)
+        grammar = self._grammar
+        if grammar is None:
+            return token
+        if not grammar.allows(token):
+            self.n_masked += 1
+            token = self._draw_constrained(index, grammar)
+        if not self._model.is_eog(token):
+            grammar.accept(token)
+        return token
+
+    def _draw(self, index: int) -> int:
         if self._chain is None:
-            row = self._model.logits(index)
-            if len(self._bias_ids):
-                row = row.copy()
-                np.add.at(row, self._bias_ids, self._bias_values)
-            return int(np.argmax(row))
+            return int(np.argmax(self._biased_row(index)))
         return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, index))
+
+    def _biased_row(self, index: int) -> npt.NDArray[np.float32]:
+        row = self._model.logits(index)
+        if len(self._bias_ids):
+            row = row.copy()
+            np.add.at(row, self._bias_ids, self._bias_values)
+        return row
+
+    def _draw_constrained(self, index: int, grammar: Grammar) -> int:
+        if self._chain is None:
+            candidates = _Candidates(self._biased_row(index))
+            grammar.mask(candidates)
+            if not np.isfinite(candidates.logits).any():
+                raise GrammarDeadEndError(_DEAD_END, param="grammar")
+            return int(np.argmax(candidates.logits))
+        candidates = _Candidates(self._model.logits(index))
+        grammar.mask(candidates)
+        if not np.isfinite(candidates.logits).any():
+            raise GrammarDeadEndError(_DEAD_END, param="grammar")
+        llama_cpp.llama_sampler_apply(self._chain, candidates.ref)
+        return candidates.selected()
 
     def close(self) -> None:
         if self._chain:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None
+        if self._grammar is not None:
+            self._grammar.close()
+            self._grammar = None
+
+
+_DEAD_END = "no token of the model's vocabulary can continue the text under the grammar"
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+class _Candidates:
+    """A llama_token_data_array over the whole vocabulary, backed by a numpy array."""
+
+    def __init__(self, logits: npt.NDArray[np.float32]) -> None:
+        data = np.empty(len(logits), dtype=_TOKEN_DATA)
+        data["id"] = np.arange(len(logits), dtype=np.int32)
+        data["logit"] = logits
+        data["p"] = 0.0
+        self._data = data
+        self._array = llama_cpp.llama_token_data_array(
+            data=data.ctypes.data_as(llama_cpp.llama_token_data_p),
+            size=len(data),
+            selected=-1,
+            sorted=False,
+        )
+        self.ref = ctypes.byref(self._array)
+
+    @property
+    def logits(self) -> npt.NDArray[np.float32]:
+        return self._data["logit"]
+
+    def selected(self) -> int:
+        # samplers may sort the entries in place: read the chosen entry through the array
+        return int(self._array.data[self._array.selected].id)
+
+
+class Grammar:
+    """A GBNF grammar compiled by llama.cpp against a model's vocabulary (its root rule: `root`).
+
+    llama.cpp aborts the process if a token the grammar forbids is accepted: `allows` or
+    `mask` comes first, and end-of-generation tokens are never accepted (generation ends there).
+    """
+
+    def __init__(self, model: LlamaModel, text: str) -> None:
+        if "\x00" in text:
+            raise GrammarError("the grammar contains a NUL character", param="grammar")
+        with _llama_errors() as errors:
+            smpl = llama_cpp.llama_sampler_init_grammar(model.vocab, text.encode(), b"root")
+        if not smpl:
+            reason = " ".join(" ".join(errors).split()) or "llama.cpp refused it"
+            raise GrammarError(f"invalid grammar: {reason[:300]}", param="grammar")
+        self._smpl: Any = smpl
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._one_array = llama_cpp.llama_token_data_array(
+            data=self._one, size=1, selected=-1, sorted=False
+        )
+
+    def allows(self, token: int) -> bool:
+        self._one[0].id = llama_cpp.llama_token(token)
+        self._one[0].logit = 0.0
+        self._one_array.size = 1
+        llama_cpp.llama_sampler_apply(self._smpl, ctypes.byref(self._one_array))
+        return bool(np.isfinite(self._one[0].logit))
+
+    def mask(self, candidates: _Candidates) -> None:
+        """Set the logit of every token the grammar forbids here to -inf."""
+        llama_cpp.llama_sampler_apply(self._smpl, candidates.ref)
+
+    def accept(self, token: int) -> None:
+        llama_cpp.llama_sampler_accept(self._smpl, token)
+
+    def close(self) -> None:
+        if self._smpl:
+            llama_cpp.llama_sampler_free(self._smpl)
+            self._smpl = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        with contextlib.suppress(Exception):
+            self.close()

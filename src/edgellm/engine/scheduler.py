@@ -35,7 +35,7 @@ import numpy as np
 
 from edgellm.engine.generation import ActiveGeneration
 from edgellm.engine.jobs import GenerationJob, SchedulerStats, ScoringJob, common_prefix_len
-from edgellm.engine.llama import LlamaModel
+from edgellm.engine.llama import GrammarDeadEndError, LlamaModel
 from edgellm.engine.logprobs import log_softmax_at
 from edgellm.engine.pacing import PrefillPacer
 from edgellm.engine.slots import MIN_SAVED_TOKENS, SavedStates, Slot, choose_slot
@@ -314,7 +314,11 @@ class Scheduler:
             assert gen is not None
             slot.cached.append(gen.next_token)
             gen.pos += 1
-            reason = gen.accept(index)
+            try:
+                reason = gen.accept(index)
+            except GrammarDeadEndError as exc:
+                self._fail(slot, exc)
+                continue
             if reason is not None:
                 self._finish(slot, reason)
         for part in prefills:
@@ -322,7 +326,11 @@ class Scheduler:
             if slot.gen is not None and not slot.gen.prefilling:
                 gen = slot.gen  # the whole prompt is in: sample the first token
                 gen.timings.prompt_ms = (time.perf_counter() - gen.started) * 1e3
-                reason = gen.accept(part.outputs[-1][0])
+                try:
+                    reason = gen.accept(part.outputs[-1][0])
+                except GrammarDeadEndError as exc:
+                    self._fail(slot, exc)
+                    continue
                 if reason is not None:
                     self._finish(slot, reason)
             elif slot.scoring is not None:

@@ -31,6 +31,9 @@ class SamplingParams:
     # (token id, bias added to its logit) pairs; ids are checked against the vocabulary by the
     # engine before a job is queued (llama.cpp indexes its arrays with them unchecked)
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # a GBNF grammar (root rule `root`) every generated text must follow; compiled and checked
+    # by the engine before the job is queued
+    grammar: str | None = None
 
     @property
     def greedy(self) -> bool:
