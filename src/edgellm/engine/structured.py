@@ -77,13 +77,39 @@ def schema_grammar(schema: Any, *, param: str) -> str:
         prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
     )
     try:
-        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "input")
+        resolved = converter.resolve_refs(_any_spelt_out(json.loads(json.dumps(schema))), "input")
         converter.visit(resolved, "")
-    except (ValueError, AssertionError, KeyError, TypeError, RecursionError) as exc:
+    except Exception as exc:  # the converter's own complaint about this schema
         raise InvalidRequestError(
             f"the JSON schema cannot be enforced: {exc}", param=param
         ) from exc
     return str(converter.format_grammar())
+
+
+_ANY_VALUE: Mapping[str, Any] = {
+    "anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean", "null")]
+}
+
+
+def _any_spelt_out(node: Any) -> Any:
+    """Subschemas `{}` and `true` (any value, as pydantic writes `list[Any]`) spelt out as a
+    union of every type: the converter reads `{}` as "an object" and fails on `true`."""
+    if node is True or node == {}:
+        return dict(_ANY_VALUE)
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: _any_spelt_out(v) for k, v in out[key].items()}
+    for key in ("anyOf", "prefixItems"):
+        if isinstance(out.get(key), list):
+            out[key] = [_any_spelt_out(v) for v in out[key]]
+    if "items" in out:
+        out["items"] = _any_spelt_out(out["items"])
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _any_spelt_out(out["additionalProperties"])
+    return out
 
 
 def _enforced(node: dict[str, Any]) -> frozenset[str]:

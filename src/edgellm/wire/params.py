@@ -37,6 +37,7 @@ def generation_request(
             min_p=body.min_p,
             seed=body.seed if body.seed is not None else default_seed,
             logit_bias=body.logit_bias_pairs(),
+            grammar=body.structured_grammar(),
         ),
         stop=body.stop_sequences(),
         logprobs=want,

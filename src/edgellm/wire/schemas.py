@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from edgellm.config import MAX_ESCALATION_DEADLINE_S
+from edgellm.engine.engine import MAX_GRAMMAR_CHARS
+from edgellm.engine.structured import JSON_OBJECT_SCHEMA, schema_grammar
+from edgellm.errors import InvalidRequestError
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
@@ -78,6 +88,31 @@ class ChatMessage(_Request):
     name: str | None = None
 
 
+class JsonSchemaFormat(_Request):
+    """`response_format.json_schema`: the schema every answer must validate against."""
+
+    model_config = ConfigDict(
+        extra="ignore", serialize_by_alias=True, validate_by_name=True, validate_by_alias=True
+    )
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = Field(
+        None, description="answers always follow the schema, whatever this says"
+    )
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is given with type 'json_schema', and only then")
+        return self
+
+
 class _SamplingFields(_Request):
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=0)
@@ -98,6 +133,16 @@ class _SamplingFields(_Request):
     top_k: int = Field(0, ge=0, le=INT32_MAX)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     ignore_eos: bool = False
+    response_format: ResponseFormat | None = None
+    # llama-server's structured-output extensions
+    grammar: str | None = Field(
+        None,
+        max_length=MAX_GRAMMAR_CHARS,
+        description="llama-server extension: a GBNF grammar (root rule `root`) the answer follows",
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None, description="llama-server extension: a JSON schema the answer validates against"
+    )
     escalation_deadline_s: float | None = Field(
         None,
         gt=0,
@@ -131,6 +176,36 @@ class _SamplingFields(_Request):
     def token_cap(self) -> int | None:
         """The most tokens the client lets the answer have (None: up to the context window)."""
         return self.max_tokens
+
+    def structured_grammar(self) -> str | None:
+        """The GBNF grammar the answer must follow (None: free text), from `response_format`,
+        `json_schema` or `grammar`, at most one of them; a schema keyword the grammar could not
+        enforce is a 400 naming it."""
+        fmt = self.response_format
+        asked = [
+            name
+            for name, given in (
+                ("response_format", fmt is not None and fmt.type != "text"),
+                ("json_schema", self.json_schema is not None),
+                ("grammar", self.grammar is not None),
+            )
+            if given
+        ]
+        if len(asked) > 1:
+            raise InvalidRequestError(
+                f"{' and '.join(asked)} both constrain the answer: send one of them",
+                param=asked[1],
+            )
+        if self.grammar is not None:
+            return self.grammar
+        if self.json_schema is not None:
+            return schema_grammar(self.json_schema, param="json_schema")
+        if fmt is None or fmt.type == "text":
+            return None
+        if fmt.json_schema is None:
+            return schema_grammar(dict(JSON_OBJECT_SCHEMA), param="response_format")
+        schema = fmt.json_schema.schema_ if fmt.json_schema.schema_ is not None else {}
+        return schema_grammar(schema, param="response_format")
 
     def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
         return tuple((int(k), b) for k, b in (self.logit_bias or {}).items())

@@ -89,6 +89,18 @@ def test_the_same_schemas_without_the_keyword_are_accepted() -> None:
         assert "root ::=" in schema_grammar(schema, param="response_format")
 
 
+class Loose(BaseModel):
+    values: list[Any]
+    extra: dict[str, Any]
+
+
+def test_any_value_is_any_value_not_an_object() -> None:
+    # pydantic writes list[Any] as items {}; the converter alone would allow only objects there
+    grammar = schema_grammar(Loose.model_json_schema(), param="response_format")
+    item_rules = [line for line in grammar.splitlines() if line.startswith("values-item ::=")]
+    assert item_rules and "string" in item_rules[0] and "number" in item_rules[0]
+
+
 def test_depth_is_bounded() -> None:
     deep: dict[str, Any] = {"type": "string"}
     for _ in range(MAX_SCHEMA_DEPTH + 1):
