@@ -287,6 +287,7 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=4, help="each node's --parallel")
     p.add_argument("--skew", action="store_true", help="also the skewed-load case")
     p.add_argument("--skew-turns", type=int, default=16, help="turns of the hot conversation")
+    p.add_argument("--skew-only", action="store_true", help="only the skewed-load case")
     args = p.parse_args()
     print(machine_line())
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -307,7 +308,7 @@ def main() -> None:
         try:
             convs = conversations_of(args.conversations)
             runs: dict[str, list[ModeRun]] = {m: [] for m in MODES}
-            for rnd in range(args.rounds):
+            for rnd in range(0 if args.skew_only else args.rounds):
                 order = MODES[rnd % 3 :] + MODES[: rnd % 3]
                 for mode in order:
                     urls = node_urls if mode == "pinned" else [gateways[mode][1]]
@@ -326,8 +327,9 @@ def main() -> None:
                         f"later turns: {run.reasons() or '-'}",
                         flush=True,
                     )
-            summarize(runs, n)
-            if args.skew:
+            if not args.skew_only:
+                summarize(runs, n)
+            if args.skew or args.skew_only:
                 skewed = conversations_of(args.in_flight * 2, skew_turns=args.skew_turns)
                 skew_runs: dict[str, list[ModeRun]] = {m: [] for m in ("rr", "affinity")}
                 for rnd in range(args.rounds):

@@ -17,9 +17,10 @@ forgotten, so its conversations move in one request each.
 The choice balances against load with bounded loads: the replica holding the longest prefix
 gets the request unless that would put it above `balance` x the mean outstanding requests
 (rounded up); then the least-loaded replica gets it and the override is counted. Requests with
-no cached prefix beyond their system messages (a shared system prompt does not steer) go to the
-least loaded replica, then the one that served the fewest recent requests (a hot conversation's
-replica takes fewer new ones), then the one holding more of the prompt, then round-robin.
+no cached prefix beyond their system messages (a shared system prompt does not steer) go to a
+replica within its bounded share of the recent requests (a hot conversation's replica takes no
+new ones), the least loaded, then the one that served the fewest recent requests, then the one
+holding more of the prompt, then round-robin.
 """
 
 from __future__ import annotations
@@ -232,9 +233,13 @@ class ReplicaAffinity:
         for rid in self._recent:
             if rid in recent:
                 recent[rid] += 1
+        # a replica past its bounded share of the recent requests (a hot conversation's) is
+        # the last choice for anything that is not steered to it
+        cap = self.settings.balance * (len(self._recent) + 1) / len(available)
         by_load = sorted(
             rotated,
             key=lambda r: (
+                recent[r.id] + 1 > cap,
                 r.state.outstanding,
                 recent[r.id],
                 -matched[r.id],

@@ -326,3 +326,28 @@ def test_a_short_conversation_is_steered_from_its_first_block_beyond_the_system_
     info = Route()
     assert aff.order(replicas, FakeCall(later), info)[0] is home  # type: ignore[arg-type]
     assert info.signals["affinity"]["reason"] == "cached prefix"
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_a_replica_past_its_share_of_recent_requests_takes_no_new_conversation(
+    bounded: bool,
+) -> None:
+    aff = ReplicaAffinity("m", AffinitySettings(balance=1.25 if bounded else 100.0))
+    replicas = [FakeReplica("r0"), FakeReplica("r1"), FakeReplica("r2")]
+    hot = conversation("hot", 20)
+    home = serve(aff, replicas, hot[0])
+    others = [r for r in replicas if r is not home]
+    counts = dict.fromkeys((r.id for r in replicas), 0)
+    for turn in range(1, 20):
+        # the hot conversation always has a request outstanding; so does one other replica
+        home.state.outstanding = 1
+        others[turn % 2].state.outstanding = 1
+        others[(turn + 1) % 2].state.outstanding = 0
+        assert serve(aff, replicas, hot[turn]) is home
+        for r in others:
+            r.state.outstanding = 2  # the hot replica is the least loaded at this moment
+        counts[serve(aff, replicas, conversation(f"new{turn}", 1)[0]).id] += 1
+    if bounded:
+        assert counts[home.id] == 0
+    else:
+        assert counts[home.id] > 0
