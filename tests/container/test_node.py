@@ -68,3 +68,16 @@ def test_a_node_container_over_its_memory_limit_is_killed_not_served(
     # OOMKilled flag stays false with runc on this host's cgroup v1 memory controller.
     code = engine.run("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
     assert code == "137"
+
+
+def test_the_image_keeps_its_base_ca_bundle_not_the_hosts(engine: Engine, image: str) -> None:
+    """The host's CA reaches the build through a read-only mount only: the image's bundle is
+    its base image's, byte for byte."""
+    base = "docker.io/library/python:3.11-slim-bookworm"
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+
+    def digest(img: str) -> str:
+        out = engine.run("run", "--rm", "--entrypoint", "sha256sum", img, bundle).stdout
+        return out.split()[0]
+
+    assert digest(image) == digest(base)
