@@ -65,10 +65,10 @@ def test_nothing_meets_the_target() -> None:
     assert min(walked) >= 1e-3 and len(walked) < 50
 
 
-# 0.1 s to the first token + 5 more at 0.02 s: 0.2 s per request, one at a time → 5 req/s.
+# 0.2 s to the first token + 5 more at 0.04 s: 0.4 s per request, one at a time → 2.5 req/s.
 # The walk's first three rates sit well clear of that (60 % and 120 % of it), so a loaded CI
-# host that adds tens of milliseconds to every request cannot turn a pass into a fail.
-SERIAL = FakeBehaviour(ttft_s=0.1, itl_s=0.02, tokens=6, serial=True)
+# host that adds a hundred milliseconds to every request cannot turn a pass into a fail.
+SERIAL = FakeBehaviour(ttft_s=0.2, itl_s=0.04, tokens=6, serial=True)
 
 
 @pytest.mark.parametrize("fake_server", [SERIAL], indirect=True)
@@ -81,26 +81,26 @@ def test_search_finds_the_capacity_of_a_server(fake_server: FakeServer, tmp_path
         workload="file",
         workload_options=WorkloadOptions(path=prompts),
         load="search",
-        rate=1.5,
+        rate=0.75,
         warmup=0,
         max_tokens=6,
         sample_interval_s=0.05,
-        # below capacity TTFT stays ~0.1 s; above it every request waits longer than the last:
-        # at 6/s the queue grows by 1 - 5/6 requests per arrival, so from the 7th request on
+        # below capacity TTFT stays ~0.2 s; above it every request waits longer than the last:
+        # at 3/s the queue grows by 1 - 2.5/3 requests per arrival, so from the 7th request on
         # each one waits more than a service time and misses
-        slo={"ttft": 0.3},
-        search=SearchSettings(target=0.9, precision=0.5, max_steps=6, requests=12),
+        slo={"ttft": 0.6},
+        search=SearchSettings(target=0.9, precision=0.25, max_steps=5, requests=12),
     )
     summary = run_bench(cfg, tmp_path / "run")
     search = summary.search
     assert search is not None and search.capacity_rate is not None
-    # the true capacity is 5/s; 12 requests cannot see overload just above it, so the found
-    # rate may be a little above; the doubling walk brackets it between 3 and 6
-    assert 3.0 <= search.capacity_rate < 6.0
+    # the true capacity is 2.5/s; 12 requests cannot see overload just above it, so the found
+    # rate may be a little above; the doubling walk brackets it between 1.5 and 3
+    assert 1.5 <= search.capacity_rate < 3.0
     rates = [s.rate for s in search.steps]
-    assert rates[:3] == [1.5, 3.0, 6.0]
-    assert search.steps[1].passed  # 3/s: 60 % busy, no queue
-    assert not search.steps[2].passed  # 6/s is past the capacity
+    assert rates[:3] == [0.75, 1.5, 3.0]
+    assert search.steps[1].passed  # 1.5/s: 60 % busy, no queue
+    assert not search.steps[2].passed  # 3/s is past the capacity
     assert all(s.passed == (s.attainment is not None and s.attainment >= 0.9) for s in search.steps)
     # the walk in search.json and the summary's recomputation from records agree
     stored = json.loads((tmp_path / "run" / "search.json").read_text())
