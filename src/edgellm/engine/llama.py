@@ -497,16 +497,13 @@ class Sampler:
         return row
 
     def _draw_constrained(self, index: int, grammar: Grammar) -> int:
-        if self._chain is None:
-            candidates = _Candidates(self._biased_row(index))
-            grammar.mask(candidates)
-            if not np.isfinite(candidates.logits).any():
-                raise GrammarDeadEndError(_DEAD_END, param="grammar")
-            return int(np.argmax(candidates.logits))
-        candidates = _Candidates(self._model.logits(index))
+        greedy = self._chain is None  # the chain applies the logit bias itself
+        candidates = _Candidates(self._biased_row(index) if greedy else self._model.logits(index))
         grammar.mask(candidates)
         if not np.isfinite(candidates.logits).any():
             raise GrammarDeadEndError(_DEAD_END, param="grammar")
+        if greedy:
+            return int(np.argmax(candidates.logits))
         llama_cpp.llama_sampler_apply(self._chain, candidates.ref)
         return candidates.selected()
 
