@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import yaml
 from pydantic import (
@@ -31,6 +31,9 @@ from edgellm.errors import EdgeLLMError
 
 DEFAULT_MAX_TOKENS = 500  # the paper's generation cap
 MAX_ESCALATION_DEADLINE_S = 600.0  # longer than any first token is worth waiting for
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ConfigError(EdgeLLMError):
@@ -375,18 +378,25 @@ class EdgeLLMConfig(BaseSettings):
 
     @classmethod
     def from_yaml(cls, path: Path) -> EdgeLLMConfig:
-        try:
-            data: Any = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        try:
-            return cls(**data)
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+        return load_yaml(cls, path, "config")
+
+
+def load_yaml(model: type[_M], path: Path, what: str) -> _M:
+    """`model` from a YAML file (empty: all defaults), every failure a ConfigError naming the
+    file (`what` it is) and, for a validation error, each field's path in the YAML. `model(...)`
+    rather than `model_validate`, so that a settings class still reads its environment."""
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
 
 
 def format_validation_error(exc: ValidationError) -> str:

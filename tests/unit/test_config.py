@@ -1,8 +1,11 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgellm.config import BUNDLED_MODELS, ConfigError, EdgeLLMConfig
+from edgellm.deploy.spec import ClusterSpec
+from edgellm.testbed.spec import TestbedSpec
 
 
 def test_default_serves_the_bundled_models() -> None:
@@ -35,6 +38,29 @@ def test_yaml_config_and_errors_name_the_path(tmp_path: Path) -> None:
     broken.write_text("models: [\n")
     with pytest.raises(ConfigError, match="cannot read"):
         EdgeLLMConfig.from_yaml(broken)
+
+
+@pytest.mark.parametrize(
+    ("schema", "what"),
+    [(EdgeLLMConfig, "config"), (ClusterSpec, "cluster spec"), (TestbedSpec, "testbed config")],
+)
+def test_every_yaml_file_is_read_the_same_way(tmp_path: Path, schema: Any, what: str) -> None:
+    """The serving config, cluster.yaml and testbed.yaml share one loader: an empty file is all
+    defaults, anything but a mapping at the top or an unreadable file is a ConfigError naming
+    the file."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    loaded = schema.from_yaml(empty)
+    assert loaded == schema()
+
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- models\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: the top level must be a mapping"):
+        schema.from_yaml(listed)
+
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match=f"cannot read {what} {missing}"):
+        schema.from_yaml(missing)
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

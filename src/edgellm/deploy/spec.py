@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgellm.config import ConfigError, EdgeLLMConfig, format_validation_error
+from edgellm.config import EdgeLLMConfig, load_yaml
 from edgellm.deploy.runtimes import RUNTIMES, check_source
 
 # K3s ships upstream Kubernetes; the manifests are validated against this version's schemas.
@@ -119,14 +118,7 @@ class ClusterSpec(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: Path) -> ClusterSpec:
-        try:
-            data: Any = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from exc
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+        return load_yaml(cls, path, "cluster spec")
 
 
 def slug(name: str) -> str:

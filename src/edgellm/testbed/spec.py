@@ -6,10 +6,9 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgellm.config import ConfigError, EngineConfig, ModelConfig, format_validation_error
+from edgellm.config import EngineConfig, ModelConfig, load_yaml
 from edgellm.deploy.launch import served_model
 
 # Linux interface names hold at most 15 characters: "<prefix>-<node>" must fit.
@@ -130,11 +129,4 @@ class TestbedSpec(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: Path) -> TestbedSpec:
-        try:
-            data: Any = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read testbed config {path}: {exc}") from exc
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+        return load_yaml(cls, path, "testbed config")
