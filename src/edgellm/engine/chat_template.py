@@ -8,6 +8,7 @@ which is also what llama.cpp falls back to.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -56,6 +57,19 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # transformers' filter: Jinja's own escapes <, >, & and ' for HTML, which a prompt must not
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
 @lru_cache(maxsize=16)
 def _compile(source: str) -> jinja2.Template:
     env = ImmutableSandboxedEnvironment(
@@ -63,6 +77,7 @@ def _compile(source: str) -> jinja2.Template:
     )
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    env.filters["tojson"] = _tojson
     return env.from_string(source)
 
 
@@ -102,20 +117,65 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the template describes `tools` itself (its source reads the variable), as
+        transformers' `apply_chat_template(tools=...)` relies on."""
+        return not self.is_fallback and "tools" in self.source
+
     def render(
-        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
-        normalized = [
-            {"role": str(m["role"]), "content": message_text(m.get("content"))} for m in messages
-        ]
+        normalized = [_normalized(m) for m in messages]
+        extra: dict[str, Any] = {} if tools is None else {"tools": list(tools)}
         try:
             return _compile(self.source).render(
                 messages=normalized,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **extra,
             )
         except InvalidRequestError:
             raise
         except jinja2.TemplateError as exc:
             raise InvalidRequestError(f"chat template failed: {exc}", param="messages") from exc
+
+
+def _normalized(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A message as templates read it: text content, plus the tool fields when present (tool
+    calls with their arguments as objects, as transformers' templates expect them)."""
+    out: dict[str, Any] = {
+        "role": str(message["role"]),
+        "content": message_text(message.get("content")),
+    }
+    for key in ("name", "tool_call_id"):
+        if message.get(key) is not None:
+            out[key] = str(message[key])
+    calls = message.get("tool_calls")
+    if calls:
+        out["tool_calls"] = [
+            {
+                "id": call.get("id"),
+                "type": "function",
+                "function": {
+                    "name": call["function"]["name"],
+                    "arguments": _arguments_object(call["function"].get("arguments")),
+                },
+            }
+            for call in calls
+        ]
+    return out
+
+
+def _arguments_object(arguments: Any) -> Any:
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments

@@ -109,10 +109,23 @@ class Engine:
 
     # -- prompts ----------------------------------------------------------------------------
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-        text = self._render_chat(messages)
+    def chat_prompt(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[int]:
+        """The prompt of `messages`; `tools` (OpenAI tool objects) are given to the template,
+        for a template that describes them itself (`tool_template`)."""
+        text = self._render_chat(messages, tools)
         self._check_text_fits(text, param="messages")
         return self._chat_tokens(text)
+
+    @property
+    def tool_template(self) -> str | None:
+        """The chat template's source if it renders `tools` itself (else None: the caller
+        describes tools in the messages)."""
+        return self._template.source if self._template.renders_tools else None
 
     def count_chat_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
         """The prompt length of `messages`; for a text too long to fit the window, a lower
@@ -122,10 +135,14 @@ class Engine:
             return len(text.encode()) // self._model.max_piece_bytes
         return len(self._chat_tokens(text))
 
-    def _render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+    def _render_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
         if not messages:
             raise InvalidRequestError("messages must not be empty", param="messages")
-        return self._template.render(messages, add_generation_prompt=True)
+        return self._template.render(messages, add_generation_prompt=True, tools=tools)
 
     def _chat_tokens(self, text: str) -> list[int]:
         tokens = self._model.tokenize(text, add_special=False, parse_special=True)

@@ -17,6 +17,7 @@ class FinishReason(StrEnum):
     STOP = "stop"  # end-of-generation token or a stop sequence
     LENGTH = "length"  # max_tokens reached, or the context window is full
     CANCELLED = "cancelled"  # the client went away
+    TOOL_CALLS = "tool_calls"  # the answer is tool calls (set by the wire layer, which parses them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,21 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call, in OpenAI's streamed shape: the first piece of call `index` has
+    its `id` and `name`, the next ones fragments of its `arguments` (a JSON text). `done`: the
+    arguments are complete (a whole JSON value that the grammar held to the tool's schema).
+    The engine generates text only; `wire/tools.py` parses it into these, and an upstream's
+    answer is decoded into them."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The last event of a generation."""
 
@@ -155,7 +171,7 @@ class Failed:
     error: Exception
 
 
-GenerationEvent = TextDelta | Finished | Failed
+GenerationEvent = TextDelta | ToolCallDelta | Finished | Failed
 
 
 @dataclass(frozen=True, slots=True)
