@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, Field
@@ -49,6 +49,8 @@ from edgellm.bench.workloads import (
     WorkloadOptions,
     get_workload,
 )
+
+_Line = TypeVar("_Line", bound=BaseModel)
 
 CONFIG, RECORDS, SAMPLES, SUMMARY, DONE, SEARCH, FINISHED = (
     "config.json",
@@ -148,24 +150,24 @@ def _model_card(client: httpx.Client, cfg: BenchConfig) -> dict[str, Any] | None
     return None
 
 
-def load_records(path: Path) -> list[RequestRecord]:
+def _load_jsonl(path: Path, model: type[_Line]) -> list[_Line]:
+    """The lines of a JSONL file that parse as `model`; none if the file is not there. A line
+    that does not parse (cut short by an interrupted run) is skipped."""
     if not path.exists():
         return []
-    records = []
+    lines = []
     for line in path.read_text().splitlines():
         with contextlib.suppress(ValueError):
-            records.append(RequestRecord.model_validate_json(line))
-    return records
+            lines.append(model.model_validate_json(line))
+    return lines
+
+
+def load_records(path: Path) -> list[RequestRecord]:
+    return _load_jsonl(path, RequestRecord)
 
 
 def load_samples(path: Path) -> list[ResourceSample]:
-    if not path.exists():
-        return []
-    samples = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            samples.append(ResourceSample.model_validate_json(line))
-    return samples
+    return _load_jsonl(path, ResourceSample)
 
 
 def _prepare_resume(run_dir: Path) -> set[str]:

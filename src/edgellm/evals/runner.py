@@ -30,15 +30,7 @@ class EvalSummary(BaseModel):
 
 
 def done_ids(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    ids = set()
-    for line in path.read_text().splitlines():
-        try:
-            ids.add(str(json.loads(line)["item_id"]))
-        except (ValueError, KeyError):
-            continue  # a line cut short by Ctrl-C
-    return ids
+    return {str(r["item_id"]) for r in load_records(path) if "item_id" in r}
 
 
 def record(model: str, task: Task, item: EvalItem, outcome: Any) -> dict[str, Any]:
@@ -111,6 +103,10 @@ def run_eval(
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
+    """The items scored so far (none if `path` is not there); a line cut short by Ctrl-C is
+    skipped."""
+    if not path.exists():
+        return []
     records = []
     for line in path.read_text().splitlines():
         try:
