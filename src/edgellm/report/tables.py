@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgellm.bench.stats import Proportion, wilson
+from edgellm.bench.stats import MeanCI, Proportion, wilson
 from edgellm.bench.summary import ModelRow, RunSummary
 from edgellm.report.cost import CostAnalysis
 
@@ -135,37 +135,20 @@ def repeat_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     if reps is None:
         return [], []
     header = ["model", "stage", "figure", "n", "mean", "95 % CI low", "95 % CI high", "std"]
-    rows = []
-    for row in reps.rows:
-        for name, ci in row.figures.items():
-            rows.append(
-                [
-                    row.model,
-                    row.stage,
-                    name,
-                    str(ci.n),
-                    _num(ci.mean, "{:.4g}"),
-                    _num(ci.low, "{:.4g}"),
-                    _num(ci.high, "{:.4g}"),
-                    _num(ci.std, "{:.3g}"),
-                ]
-            )
+
+    def figure_row(model: str, stage: str, name: str, ci: MeanCI) -> list[str]:
+        mean, low, high = (_num(v, "{:.4g}") for v in (ci.mean, ci.low, ci.high))
+        return [model, stage, name, str(ci.n), mean, low, high, _num(ci.std, "{:.3g}")]
+
+    rows = [
+        figure_row(row.model, row.stage, name, ci)
+        for row in reps.rows
+        for name, ci in row.figures.items()
+    ]
     extra = dict(reps.slo)
     if reps.capacity_rate is not None:
         extra["capacity_rate"] = reps.capacity_rate
-    for name, ci in extra.items():
-        rows.append(
-            [
-                "",
-                "all",
-                name,
-                str(ci.n),
-                _num(ci.mean, "{:.4g}"),
-                _num(ci.low, "{:.4g}"),
-                _num(ci.high, "{:.4g}"),
-                _num(ci.std, "{:.3g}"),
-            ]
-        )
+    rows += [figure_row("", "all", name, ci) for name, ci in extra.items()]
     return header, rows
 
 

@@ -14,6 +14,7 @@ from edgellm.bench.stats import mean_ci
 from edgellm.bench.workloads import WorkloadError, WorkloadOptions
 from edgellm.cli import app
 from edgellm.report.html import comparison_rows, write_report
+from edgellm.report.tables import repeat_rows
 from tests.unit.bench.fakes import FakeBehaviour, FakeServer
 
 FAST = FakeBehaviour(ttft_s=0.05, itl_s=0.01, tokens=6)
@@ -50,6 +51,13 @@ def test_repeats_report_means_with_t_intervals(fake_server: FakeServer, tmp_path
     assert stored["repeats"]["n"] == 3
     html = write_report(run).read_text()
     assert "3 repeated runs" in html and "ttft_s_mean" in html
+    header, rows = repeat_rows(summary)
+    by_figure = {r[header.index("figure")]: r for r in rows}
+    assert by_figure["ttft_s_mean"] == [
+        "fake", row.stage, "ttft_s_mean", "3", f"{ttft.mean:.4g}", f"{ttft.low:.4g}",
+        f"{ttft.high:.4g}", f"{ttft.std:.3g}",
+    ]  # fmt: skip
+    assert by_figure["attainment"][:5] == ["", "all", "attainment", "3", "1"]
 
 
 @pytest.mark.parametrize("fake_server", [FAST], indirect=True)
