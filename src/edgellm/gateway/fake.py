@@ -61,14 +61,7 @@ class FakeBackend:
             await _json(send, 200, {"object": "list", "data": [{"id": self.behaviour.name}]})
             return
         if path in {"/v1/loglikelihood", "/tokenize"}:
-            raw = b""
-            while True:
-                msg = await receive()
-                raw += msg.get("body", b"")
-                if not msg.get("more_body"):
-                    break
-            body = json.loads(raw or b"{}")
-            self.last_body = body
+            body = self.last_body = await _read_json(receive)
             if path == "/tokenize":
                 await _json(send, 200, {"tokens": list(range(len(body["content"].split())))})
                 return
@@ -82,15 +75,8 @@ class FakeBackend:
         if path not in {"/v1/chat/completions", "/v1/completions"}:
             await _json(send, 404, {"error": {"message": "not found", "type": "invalid"}})
             return
-        raw = b""
-        while True:
-            msg = await receive()
-            raw += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        body = json.loads(raw or b"{}")
+        body = self.last_body = await _read_json(receive)
         self.requests += 1
-        self.last_body = body
         self.last_headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         b = self.behaviour
         if b.fail_status or (b.fail_every and self.requests % b.fail_every == 0):
@@ -112,26 +98,24 @@ class FakeBackend:
         )
         return TokenLogprob(token=token, token_id=-1, logprob=lp, bytes=token.encode(), top=top)
 
-    @staticmethod
-    def _finished(tokens: list[str], finish: str, started: float) -> Finished:
-        ms = (time.perf_counter() - started) * 1e3
-        timings = Timings(prompt_n=1, prompt_ms=0.1, predicted_n=len(tokens), total_ms=ms)
-        reason = FinishReason.LENGTH if finish == "length" else FinishReason.STOP
-        return Finished(reason, prompt_tokens=1, completion_tokens=len(tokens), timings=timings)
-
     async def _answer(self, body: dict[str, Any], chat: bool, send: Send, receive: Receive) -> None:
         b = self.behaviour
         started = time.perf_counter()
-        want_lp = bool(body.get("logprobs"))
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 16
         tokens = b.reply[:max_tokens]
-        finish = "length" if len(tokens) < len(b.reply) else "stop"
-        ident = encode.ResponseIds(model=str(body.get("model", b.name)), id="fake-1", created=0)
+        reply = _Reply(
+            tokens=tokens,
+            finish="length" if len(tokens) < len(b.reply) else "stop",
+            chat=chat,
+            want_lp=bool(body.get("logprobs")),
+            top_k=int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0),
+            ident=encode.ResponseIds(model=str(body.get("model", b.name)), id="fake-1", created=0),
+            started=started,
+        )
         if b.first_token_delay_s:
             await asyncio.sleep(b.first_token_delay_s)
-        top_k = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
         if not body.get("stream"):
-            await self._whole(tokens, finish, chat, want_lp, top_k, ident, started, send, receive)
+            await self._whole(reply, send, receive)
             return
         await send(
             {
@@ -148,26 +132,15 @@ class FakeBackend:
 
         watcher = asyncio.create_task(watch())
         try:
-            await self._stream(tokens, finish, chat, want_lp, top_k, ident, started, send, gone)
+            await self._stream(reply, send, gone)
         finally:
             watcher.cancel()
 
-    async def _whole(
-        self,
-        tokens: list[str],
-        finish: str,
-        chat: bool,
-        want_lp: bool,
-        top_k: int,
-        ident: encode.ResponseIds,
-        started: float,
-        send: Send,
-        receive: Receive,
-    ) -> None:
+    async def _whole(self, reply: _Reply, send: Send, receive: Receive) -> None:
         """A non-streamed answer, as llama-server gives it: the whole text, every token's
         log-prob if asked, usage and `timings`. A client that leaves while the tokens are
         being "generated" cancels it."""
-        b = self.behaviour
+        b, tokens = self.behaviour, reply.tokens
         if b.die_after_tokens is not None and b.die_after_tokens < len(tokens):
             # the head, then the connection drops before the body
             head = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
@@ -183,29 +156,18 @@ class FakeBackend:
                 pass
             finally:
                 watcher.cancel()
-        got = encode.Collected("".join(tokens), [self._logprob(tok, top_k) for tok in tokens])
-        done = self._finished(tokens, finish, started)
-        if chat:
+        got = encode.Collected("".join(tokens), [self._logprob(t, reply.top_k) for t in tokens])
+        done, ident, want_lp = reply.finished(), reply.ident, reply.want_lp
+        if reply.chat:
             answer = encode.chat_completion(ident, got, done, with_logprobs=want_lp)
         else:
             answer = encode.completion(ident, got, done, echo="", with_logprobs=want_lp)
         await _send_json(send, 200, answer)
 
-    async def _stream(
-        self,
-        tokens: list[str],
-        finish: str,
-        chat: bool,
-        want_lp: bool,
-        top_k: int,
-        ident: encode.ResponseIds,
-        started: float,
-        send: Send,
-        gone: asyncio.Event,
-    ) -> None:
-        b = self.behaviour
+    async def _stream(self, reply: _Reply, send: Send, gone: asyncio.Event) -> None:
+        b, chat, want_lp, ident = self.behaviour, reply.chat, reply.want_lp, reply.ident
         offset = 0
-        for i, tok in enumerate(tokens):
+        for i, tok in enumerate(reply.tokens):
             if gone.is_set():
                 self.cancelled += 1
                 return
@@ -213,7 +175,7 @@ class FakeBackend:
                 raise ConnectionAbortedError("fake backend dies mid-stream")
             if i and b.token_delay_s:
                 await asyncio.sleep(b.token_delay_s)
-            lps = [self._logprob(tok, top_k)]
+            lps = [self._logprob(tok, reply.top_k)]
             if chat:
                 chunk = encode.chat_chunk(
                     ident, content=tok, logprobs=encode.chat_logprobs(lps) if want_lp else None
@@ -227,7 +189,7 @@ class FakeBackend:
             except OSError:
                 self.cancelled += 1
                 return
-        done = self._finished(tokens, finish, started)
+        done, finish = reply.finished(), reply.finish
         timings = done.timings.as_dict()
         if chat:
             tail = encode.chat_chunk(ident, finish=finish, timings=timings)
@@ -235,6 +197,38 @@ class FakeBackend:
             tail = encode.completion_chunk(ident, "", finish=finish, timings=timings)
         tail += encode.usage_chunk(ident, done, chat=chat) + encode.SSE_DONE
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """What the fake answers to one request, streamed or whole."""
+
+    tokens: list[str]
+    finish: str  # "stop", or "length" when max_tokens cut the reply
+    chat: bool
+    want_lp: bool
+    top_k: int
+    ident: encode.ResponseIds
+    started: float  # perf_counter() at arrival
+
+    def finished(self) -> Finished:
+        ms = (time.perf_counter() - self.started) * 1e3
+        n = len(self.tokens)
+        timings = Timings(prompt_n=1, prompt_ms=0.1, predicted_n=n, total_ms=ms)
+        reason = FinishReason.LENGTH if self.finish == "length" else FinishReason.STOP
+        return Finished(reason, prompt_tokens=1, completion_tokens=n, timings=timings)
+
+
+async def _read_json(receive: Receive) -> dict[str, Any]:
+    """The request's whole body, parsed ({} when empty)."""
+    raw = b""
+    while True:
+        msg = await receive()
+        raw += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    body: dict[str, Any] = json.loads(raw or b"{}")
+    return body
 
 
 async def _until_disconnect(receive: Receive) -> None:
