@@ -103,7 +103,19 @@ async def _lines(response: httpx.Response) -> AsyncIterator[str]:
             yield line
 
 
-class OpenAIProtocol:
+class _StreamingProtocol:
+    """What both protocols do with a streamed answer: time every content chunk, and fail the
+    record on an error status or on a stream that ends before its final message. A protocol
+    says how to ask (`request`) and how to read its lines (`read`)."""
+
+    def request(self, spec: RequestSpec) -> tuple[str, dict[str, Any]]:
+        """The path and JSON body of the streamed request."""
+        raise NotImplementedError
+
+    async def read(self, lines: AsyncIterator[str], record: RequestRecord, clock: _Clock) -> bool:
+        """Read the answer's lines into `record` and `clock`; whether its final message came."""
+        raise NotImplementedError
+
     async def send(
         self,
         client: httpx.AsyncClient,
@@ -111,6 +123,22 @@ class OpenAIProtocol:
         record: RequestRecord,
         on_token: TokenCallback | None = None,
     ) -> None:
+        path, body = self.request(spec)
+        clock = _Clock(record, on_token)
+        async with client.stream("POST", path, json=body) as response:
+            record.status = response.status_code
+            if response.status_code != 200:
+                record.ok, record.error = False, _error_text(await response.aread())
+                clock.finish()
+                return
+            ended = await self.read(_lines(response), record, clock)
+        if record.ok and not ended:
+            record.ok, record.error = False, _CUT_SHORT
+        clock.finish()
+
+
+class OpenAIProtocol(_StreamingProtocol):
+    def request(self, spec: RequestSpec) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": spec.model,
             "stream": True,
@@ -124,23 +152,19 @@ class OpenAIProtocol:
         if spec.ignore_eos:
             body["ignore_eos"] = True
         if spec.messages is not None:
-            path, body["messages"] = "/v1/chat/completions", spec.messages
-        else:
-            path, body["prompt"] = "/v1/completions", spec.prompt
-        clock = _Clock(record, on_token)
+            body["messages"] = spec.messages
+            return "/v1/chat/completions", body
+        body["prompt"] = spec.prompt
+        return "/v1/completions", body
+
+    async def read(self, lines: AsyncIterator[str], record: RequestRecord, clock: _Clock) -> bool:
         reader = decode.StreamReader(strict=True)
-        async with client.stream("POST", path, json=body) as response:
-            record.status = response.status_code
-            if response.status_code != 200:
-                record.ok, record.error = False, _error_text(await response.aread())
-                clock.finish()
-                return
-            async for line in _lines(response):
-                for delta in reader.line(line):
-                    if delta.text:
-                        clock.content(delta.text)
-                if reader.ended:
-                    break
+        async for line in lines:
+            for delta in reader.line(line):
+                if delta.text:
+                    clock.content(delta.text)
+            if reader.ended:
+                break
         if reader.error is not None:
             record.ok, record.error = False, reader.error
         record.finish_reason = reader.finish_reason
@@ -149,54 +173,40 @@ class OpenAIProtocol:
         if reader.usage:
             record.prompt_tokens = reader.usage.get("prompt_tokens")
             record.completion_tokens = reader.usage.get("completion_tokens")
-        if record.ok and not reader.done and record.finish_reason is None:
-            record.ok, record.error = False, _CUT_SHORT
-        clock.finish()
+        return reader.done or record.finish_reason is not None
 
 
-class OllamaProtocol:
-    async def send(
-        self,
-        client: httpx.AsyncClient,
-        spec: RequestSpec,
-        record: RequestRecord,
-        on_token: TokenCallback | None = None,
-    ) -> None:
+class OllamaProtocol(_StreamingProtocol):
+    def request(self, spec: RequestSpec) -> tuple[str, dict[str, Any]]:
         options: dict[str, Any] = {"temperature": spec.temperature, "num_predict": spec.max_tokens}
         if spec.seed is not None:
             options["seed"] = spec.seed
         body: dict[str, Any] = {"model": spec.model, "stream": True, "options": options}
         if spec.messages is not None:
-            path, body["messages"] = "/api/chat", spec.messages
-        else:
-            if not isinstance(spec.prompt, str):
-                raise ValueError("Ollama's /api/generate takes text prompts, not token ids")
-            path, body["prompt"] = "/api/generate", spec.prompt
-        clock = _Clock(record, on_token)
-        async with client.stream("POST", path, json=body) as response:
-            record.status = response.status_code
-            if response.status_code != 200:
-                record.ok, record.error = False, _error_text(await response.aread())
-                clock.finish()
-                return
-            ended = False
-            async for line in _lines(response):
-                obj = json.loads(line)
-                if "error" in obj:
-                    record.ok, record.error = False, str(obj["error"])
-                    break
-                text = (obj.get("message") or {}).get("content") or obj.get("response")
-                if text:
-                    clock.content(text)
-                if obj.get("done"):
-                    ended = True
-                    record.finish_reason = obj.get("done_reason")
-                    record.server = parse_server_timings(obj)
-                    record.prompt_tokens = obj.get("prompt_eval_count")
-                    record.completion_tokens = obj.get("eval_count")
-        if record.ok and not ended:
-            record.ok, record.error = False, _CUT_SHORT
-        clock.finish()
+            body["messages"] = spec.messages
+            return "/api/chat", body
+        if not isinstance(spec.prompt, str):
+            raise ValueError("Ollama's /api/generate takes text prompts, not token ids")
+        body["prompt"] = spec.prompt
+        return "/api/generate", body
+
+    async def read(self, lines: AsyncIterator[str], record: RequestRecord, clock: _Clock) -> bool:
+        ended = False
+        async for line in lines:
+            obj = json.loads(line)
+            if "error" in obj:
+                record.ok, record.error = False, str(obj["error"])
+                break
+            text = (obj.get("message") or {}).get("content") or obj.get("response")
+            if text:
+                clock.content(text)
+            if obj.get("done"):
+                ended = True
+                record.finish_reason = obj.get("done_reason")
+                record.server = parse_server_timings(obj)
+                record.prompt_tokens = obj.get("prompt_eval_count")
+                record.completion_tokens = obj.get("eval_count")
+        return ended
 
 
 PROTOCOLS: dict[str, Callable[[], WireProtocol]] = {
