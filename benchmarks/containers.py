@@ -38,9 +38,8 @@ from benchmarks.common import machine_line, stop, stream, wait_healthy  # noqa: 
 from tests.container.engine import Engine, pick_engine, unique  # noqa: E402
 from tests.container.engine import wait_healthy as wait_container  # noqa: E402
 
-from edgellm.bench.server import free_port  # noqa: E402
 from edgellm.config import EngineConfig  # noqa: E402
-from edgellm.deploy.launch import node_command, served_model  # noqa: E402
+from edgellm.deploy.launch import free_port, node_command, served_model  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 NODE_ARGS = ["--threads", "1", "--ctx", "2048", "--parallel", "2"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from edgellm.bench.server import free_port
+from edgellm.deploy.launch import free_port
 from tests.container.engine import ROOT, Engine, engine_env, unique, wait_healthy
 
 COMPOSE = ROOT / "deploy" / "compose.yaml"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,17 +18,11 @@ import psutil
 
 from edgellm.bench.devices import DeviceProfile
 from edgellm.config import EngineConfig
-from edgellm.deploy.launch import node_command, served_model
+from edgellm.deploy.launch import free_port, node_command, served_model
 
 
 class LocalServerError(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def apply_profile(pid: int, profile: DeviceProfile) -> dict[str, object]:

@@ -6,6 +6,7 @@ cluster.yaml or a testbed spec reaches the node."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,13 @@ def node_command(
 ) -> list[str]:
     """The whole command line of a local node process run by `python`."""
     return [python, "-m", "edgellm", *node_args(model, host=host, port=port, log_level=log_level)]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now, for a process about to be launched on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def served_model(

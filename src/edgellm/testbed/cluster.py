@@ -86,6 +86,14 @@ def record_pid(prefix: str, name: str, pid: int) -> Path:
     return path
 
 
+def log_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a process's log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 def _kill_recorded(prefix: str) -> list[str]:
     killed = []
     for path in sorted((RUN_DIR / prefix).glob("*.pid")):
@@ -453,10 +461,7 @@ class Testbed:
 
     @staticmethod
     def _tail(node: Node, lines: int = 15) -> str:
-        try:
-            return "\n".join(node.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(node.log_path, lines)
 
     def describe(self) -> dict[str, object]:
         return {

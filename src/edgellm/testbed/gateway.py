@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ from typing import Any
 import httpx
 import yaml
 
-from edgellm.testbed.cluster import Testbed, record_pid
+from edgellm.deploy.launch import free_port
+from edgellm.testbed.cluster import Testbed, log_tail, record_pid
 from edgellm.testbed.host import TestbedError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def edge_service_name(testbed: Testbed) -> str:
@@ -142,10 +136,7 @@ class GatewayProcess:
             self.pid_path.unlink(missing_ok=True)
 
     def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> GatewayProcess:
         return self.start()
