@@ -14,7 +14,14 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from edgellm.api.disconnect import DisconnectGuard
-from edgellm.engine.types import Failed, Finished, GenerationEvent, TextDelta, TokenLogprob
+from edgellm.engine.types import (
+    Failed,
+    Finished,
+    GenerationEvent,
+    TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
+)
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
@@ -68,6 +75,8 @@ def _add(got: encode.Collected, event: GenerationEvent) -> Finished | None:
     """One event of a whole answer into `got`: the final event is returned, a failure raised."""
     if isinstance(event, TextDelta):
         got.add(event)
+    elif isinstance(event, ToolCallDelta):
+        got.add_call(event)
     elif isinstance(event, Finished):
         return event
     elif isinstance(event, Failed):
@@ -233,13 +242,19 @@ async def _chat_events(
     stream = routed.stream
     text: list[str] = []
     meter = _StreamMeter(on_usage) if on_usage is not None else None
+    # with tools, the format's own tokens come as deltas without text: no chunk for them
+    quiet = bool(body.tools) and not body.logprobs
     try:
         yield encode.chat_chunk(ids, role="assistant", content="", include_usage=usage)
         async for event in stream:
-            if isinstance(event, TextDelta):
+            if isinstance(event, ToolCallDelta):
+                yield encode.chat_chunk(ids, tool_call=event, include_usage=usage)
+            elif isinstance(event, TextDelta):
                 if meter is not None:
                     meter.delta(event)
                 text.append(event.text)
+                if quiet and not event.text:
+                    continue
                 yield encode.chat_chunk(
                     ids,
                     content=event.text,

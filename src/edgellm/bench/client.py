@@ -18,6 +18,7 @@ import httpx
 
 from edgellm.bench.records import RequestRecord
 from edgellm.bench.timings import parse_server_timings
+from edgellm.engine.types import TextDelta
 from edgellm.wire import decode
 
 
@@ -161,7 +162,7 @@ class OpenAIProtocol(_StreamingProtocol):
         reader = decode.StreamReader(strict=True)
         async for line in lines:
             for delta in reader.line(line):
-                if delta.text:
+                if isinstance(delta, TextDelta) and delta.text:
                     clock.content(delta.text)
             if reader.ended:
                 break

@@ -20,6 +20,7 @@ from edgellm.engine.types import (
     TextDelta,
     Timings,
     TokenLogprob,
+    ToolCallDelta,
     TopLogprob,
 )
 
@@ -111,10 +112,35 @@ def completion_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
     return tuple(out)
 
 
+_REASONS = {"length": FinishReason.LENGTH, "tool_calls": FinishReason.TOOL_CALLS}
+
+
+def tool_calls(raw: object, *, whole: bool) -> list[ToolCallDelta]:
+    """`message.tool_calls` (`whole`: each call complete, numbered in order) or a chunk's
+    `delta.tool_calls` (pieces numbered by their `index`) as tool call events."""
+    out: list[ToolCallDelta] = []
+    for i, item in enumerate(raw if isinstance(raw, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        fn = item.get("function")
+        fn = fn if isinstance(fn, dict) else {}
+        index = item.get("index", i) if not whole else i
+        out.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) and 0 <= index < 1024 else i,
+                id=str(item["id"]) if item.get("id") else None,
+                name=str(fn["name"]) if fn.get("name") else None,
+                arguments=str(fn.get("arguments") or ""),
+                done=whole,
+            )
+        )
+    return out
+
+
 def _finished(finish: str, usage: dict[str, Any], raw_timings: object, n_tokens: int) -> Finished:
     """The final event; `n_tokens` counts the completion when usage does not say."""
     return Finished(
-        reason=FinishReason.LENGTH if finish == "length" else FinishReason.STOP,
+        reason=_REASONS.get(finish, FinishReason.STOP),
         prompt_tokens=int(usage.get("prompt_tokens", 0)),
         completion_tokens=int(usage.get("completion_tokens", n_tokens)),
         timings=timings(raw_timings),
@@ -144,14 +170,14 @@ class StreamReader:
         """Nothing more will come that matters: [DONE] or an error event was read."""
         return self.done or self.error is not None
 
-    def feed(self, data: bytes) -> list[TextDelta]:
+    def feed(self, data: bytes) -> list[TextDelta | ToolCallDelta]:
         """Raw bytes of the body, cut anywhere: the deltas of the lines they complete. (One
         loop with no call per line or chunk: it runs for every token a gateway relays.)"""
         if b"\n" not in data:
             self._pending += data
             return []
         *lines, self._pending = (self._pending + data).split(b"\n")
-        out: list[TextDelta] = []
+        out: list[TextDelta | ToolCallDelta] = []
         for raw in lines:
             line = raw.strip()
             if not line.startswith(b"data:") or self.done or self.error is not None:
@@ -180,7 +206,10 @@ class StreamReader:
                 self.timings = timings
             for choice in chunk.get("choices") or ():
                 if "delta" in choice:  # chat
-                    text = (choice["delta"] or {}).get("content") or ""
+                    delta = choice["delta"] or {}
+                    text = delta.get("content") or ""
+                    if delta.get("tool_calls"):
+                        out.extend(tool_calls(delta["tool_calls"], whole=False))
                     lps = chat_logprobs(choice["logprobs"]) if choice.get("logprobs") else ()
                 else:
                     text = choice.get("text") or ""
@@ -195,7 +224,7 @@ class StreamReader:
                     self.finish_reason = finish
         return out
 
-    def line(self, line: bytes | str) -> list[TextDelta]:
+    def line(self, line: bytes | str) -> list[TextDelta | ToolCallDelta]:
         """One whole line of the stream (`data: {...}`; other lines carry nothing)."""
         return self.feed((line.encode() if isinstance(line, str) else line) + b"\n")
 
@@ -212,6 +241,7 @@ class Answer:
     `error` is set (and `finished` None) when it is not a usable answer."""
 
     delta: TextDelta | None = None  # the text and every log-prob; None if both are empty
+    tool_calls: tuple[ToolCallDelta, ...] = ()  # a chat answer's calls, each whole
     finished: Finished | None = None
     error: str | None = None
 
@@ -228,8 +258,11 @@ def answer(raw: bytes, *, strip_echo: str = "") -> Answer:
         return Answer(error=error_message(data["error"]))
     choices = data.get("choices") or []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    calls: list[ToolCallDelta] = []
     if "message" in choice:  # chat
-        text = (choice.get("message") or {}).get("content") or ""
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        calls = tool_calls(message.get("tool_calls"), whole=True)
         lps = chat_logprobs(choice.get("logprobs"))
     else:
         text = choice.get("text") or ""
@@ -242,4 +275,6 @@ def answer(raw: bytes, *, strip_echo: str = "") -> Answer:
         return Answer(delta=delta, error="the answer has no finish_reason")
     n_tokens = len(lps) if lps else int(bool(text))
     done = _finished(finish, data.get("usage") or {}, data.get("timings"), n_tokens)
+    if calls:  # a chat answer: nothing echoed
+        return Answer(delta=delta, finished=done, tool_calls=tuple(calls))
     return Answer(delta=delta, finished=done)

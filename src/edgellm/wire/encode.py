@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from edgellm import __version__
-from edgellm.engine.types import Finished, FinishReason, TextDelta, TokenLogprob
+from edgellm.engine.types import Finished, FinishReason, TextDelta, TokenLogprob, ToolCallDelta
 from edgellm.wire.schemas import ErrorDetail, ErrorResponse
 
 SYSTEM_FINGERPRINT = f"edgellm-{__version__}"
@@ -57,7 +57,9 @@ def usage_of(done: Finished) -> dict[str, Any]:
 
 def finish_reason(done: Finished) -> str:
     # A cancelled request has no client to read this; "stop" keeps the field valid.
-    return "length" if done.reason is FinishReason.LENGTH else "stop"
+    if done.reason is FinishReason.LENGTH or done.reason is FinishReason.TOOL_CALLS:
+        return done.reason.value
+    return "stop"
 
 
 def chat_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> dict[str, Any]:
@@ -98,10 +100,53 @@ class Collected:
 
     text: str = ""
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # OpenAI tool calls, assembled
+    complete: list[bool] = field(default_factory=list)  # per call: its arguments are whole
 
     def add(self, delta: TextDelta) -> None:
         self.text += delta.text
         self.logprobs.extend(delta.logprobs)
+
+    def add_call(self, delta: ToolCallDelta) -> None:
+        while len(self.calls) <= delta.index:
+            self.calls.append(
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            self.complete.append(False)
+        call = self.calls[delta.index]
+        if delta.id:
+            call["id"] = delta.id
+        if delta.name:
+            call["function"]["name"] = delta.name
+        call["function"]["arguments"] += delta.arguments
+        self.complete[delta.index] = self.complete[delta.index] or delta.done
+
+    def tool_calls(self, done: Finished) -> list[dict[str, Any]]:
+        """The answer's calls: all of them when it ended by calling tools; when it was cut
+        (max_tokens), only those whose arguments were complete, never a half-written one."""
+        every = done.reason is FinishReason.TOOL_CALLS
+        calls = [c for c, whole in zip(self.calls, self.complete, strict=True) if whole or every]
+        for call in calls:
+            call["id"] = call["id"] or tool_call_id()
+        return calls
+
+
+def tool_call_id() -> str:
+    """`call_` and 24 hex digits, the shape of OpenAI's tool call ids."""
+    return f"call_{_ids.getrandbits(96):024x}"
+
+
+def tool_call_chunk(delta: ToolCallDelta) -> dict[str, Any]:
+    """A streamed tool call piece, as `delta.tool_calls[i]`: the first piece of a call has its
+    id, type and name, the others only an `arguments` fragment."""
+    function: dict[str, Any] = {"arguments": delta.arguments}
+    item: dict[str, Any] = {"index": delta.index}
+    if delta.id is not None or delta.name is not None:
+        item["id"] = delta.id or tool_call_id()
+        item["type"] = "function"
+        function["name"] = delta.name or ""
+    item["function"] = function
+    return item
 
 
 @dataclass(slots=True)
@@ -161,9 +206,14 @@ def chat_completion(
     with_logprobs: bool,
     route: dict[str, Any] | None = None,
 ) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": got.text}
+    calls = got.tool_calls(done) if got.calls else None
+    if calls:
+        message["content"] = got.text or None
+        message["tool_calls"] = calls
     choice = {
         "index": 0,
-        "message": {"role": "assistant", "content": got.text},
+        "message": message,
         "logprobs": chat_logprobs(got.logprobs) if with_logprobs else None,
         "finish_reason": finish_reason(done),
     }
@@ -180,13 +230,17 @@ def chat_chunk(
     timings: dict[str, float | int] | None = None,
     include_usage: bool = False,
     route: dict[str, Any] | None = None,
+    tool_call: ToolCallDelta | None = None,
 ) -> bytes:
-    """One streamed chunk: `role` and `content` are its delta."""
+    """One streamed chunk: `role` and `content` are its delta, or a piece of a tool call."""
     chunk = _head(ids, "chat.completion.chunk")
+    delta: dict[str, Any] = {"role": role, "content": content}
+    if tool_call is not None:
+        delta["tool_calls"] = [tool_call_chunk(tool_call)]
     chunk["choices"] = [
         {
             "index": 0,
-            "delta": {"role": role, "content": content},
+            "delta": delta,
             "logprobs": logprobs,
             "finish_reason": finish,
         }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from edgellm.engine.types import GenerationRequest, SamplingParams
+from edgellm.wire import tools
 from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
+from edgellm.wire.tools import ToolPlan
 
 
 def wanted_logprobs(body: ChatCompletionRequest | CompletionRequest) -> tuple[bool, int]:
@@ -20,6 +22,7 @@ def generation_request(
     max_tokens: int,
     default_seed: int | None,
     min_top_logprobs: int | None = None,
+    tool_plan: ToolPlan | None = None,
 ) -> GenerationRequest:
     """The engine's request for `body` with its prompt tokenized and `max_tokens` resolved
     against the context window. `min_top_logprobs`: log-probs with at least that many
@@ -37,7 +40,7 @@ def generation_request(
             min_p=body.min_p,
             seed=body.seed if body.seed is not None else default_seed,
             logit_bias=body.logit_bias_pairs(),
-            grammar=body.structured_grammar(),
+            grammar=tools.grammar(tool_plan) if tool_plan else body.structured_grammar(),
         ),
         stop=body.stop_sequences(),
         logprobs=want,

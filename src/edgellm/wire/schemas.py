@@ -82,10 +82,54 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
+MAX_TOOLS = 128  # OpenAI's limit
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's function names
+
+
+class ToolCallFunction(_Request):
+    name: str = Field(min_length=1)
+    arguments: str = Field(description="the arguments as a JSON text")
+
+
+class ToolCall(_Request):
+    """A call in an assistant message of the history."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="assistant messages: its calls")
+    tool_call_id: str | None = Field(None, description="tool messages: the call answered")
+
+
+class FunctionDefinition(_Request):
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="a JSON schema of an object; the arguments always follow it"
+    )
+    strict: bool | None = Field(
+        None, description="arguments always follow the schema, whatever this says"
+    )
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ToolChoiceFunction(_Request):
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: ToolChoiceFunction
 
 
 class JsonSchemaFormat(_Request):
@@ -177,6 +221,15 @@ class _SamplingFields(_Request):
         """The most tokens the client lets the answer have (None: up to the context window)."""
         return self.max_tokens
 
+    def structured_field(self) -> str | None:
+        """The first field that constrains the answer's text (None: free text)."""
+        fmt = self.response_format
+        if fmt is not None and fmt.type != "text":
+            return "response_format"
+        if self.json_schema is not None:
+            return "json_schema"
+        return "grammar" if self.grammar is not None else None
+
     def structured_grammar(self) -> str | None:
         """The GBNF grammar the answer must follow (None: free text), from `response_format`,
         `json_schema` or `grammar`, at most one of them; a schema keyword the grammar could not
@@ -227,6 +280,11 @@ class ChatCompletionRequest(_SamplingFields):
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     # EdgeLLM gateway: the gateway keeps this conversation's history (send only the new turns)
     conversation_id: str | None = Field(None, min_length=1, max_length=200)
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = Field(
+        None, description="false: at most one call per answer (default true)"
+    )
 
     def token_cap(self) -> int | None:
         return (
@@ -323,9 +381,33 @@ class CompletionLogprobs(_Response):
     text_offset: list[int]
 
 
+class ToolCallFunctionOut(_Response):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(_Response):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunctionOut
+
+
 class AssistantMessage(_Response):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class ToolCallFunctionDelta(_Response):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDeltaOut(_Response):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ToolCallFunctionDelta
 
 
 class ChatChoice(_Response):
@@ -350,6 +432,7 @@ class ChatCompletion(_Response):
 class ChatDelta(_Response):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDeltaOut] | None = None
 
 
 class ChatChunkChoice(_Response):

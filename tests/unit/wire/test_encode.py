@@ -17,6 +17,7 @@ from edgellm.engine.types import (
     TextDelta,
     Timings,
     TokenLogprob,
+    ToolCallDelta,
     TopLogprob,
 )
 from edgellm.wire import encode
@@ -47,7 +48,17 @@ def _same_as_schema(raw: bytes, schema: type[BaseModel], *, exclude: set[str]) -
     model itself dumps, with the fields a chunk leaves out left out."""
     data = json.loads(raw)
     model = schema.model_validate(data)
-    assert model.model_dump(mode="json", exclude=exclude) == data
+    dumped = model.model_dump(mode="json", exclude=exclude)
+    for choice in dumped.get("choices") or ():  # `tool_calls` only when there are calls
+        for part in ("message", "delta"):
+            if part in choice and choice[part].get("tool_calls") is None:
+                choice[part].pop("tool_calls")
+        for piece in choice.get("delta", {}).get("tool_calls") or ():
+            # a call's later pieces carry only their `arguments`, as OpenAI's do
+            for key in [k for k, v in piece.items() if v is None]:
+                piece.pop(key)
+            piece["function"] = {k: v for k, v in piece["function"].items() if v is not None}
+    assert dumped == data
     return data  # type: ignore[no-any-return]
 
 
@@ -119,3 +130,62 @@ def test_numpy_numbers_in_the_route_object_are_written_as_numbers() -> None:
     assert json.loads(raw)["route"]["scores"] == {"p_small_ok": 0.8125, "n": 3}
     with pytest.raises(TypeError, match="not JSON serializable"):
         encode.to_json({"x": object()})
+
+
+def _calls(*deltas: ToolCallDelta) -> encode.Collected:
+    got = encode.Collected()
+    for delta in deltas:
+        got.add_call(delta)
+    return got
+
+
+def test_tool_calls_in_a_whole_answer_have_openais_shape() -> None:
+    got = _calls(
+        ToolCallDelta(index=0, id="call_a", name="f"),
+        ToolCallDelta(index=0, arguments='{"x": ', done=False),
+        ToolCallDelta(index=0, arguments="1}", done=True),
+        ToolCallDelta(index=1, id="call_b", name="g", arguments="{}", done=True),
+    )
+    raw = encode.chat_completion(IDS, got, _done(FinishReason.TOOL_CALLS), with_logprobs=False)
+    data = _same_as_schema(raw, ChatCompletion, exclude=set())
+    choice = data["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_a",
+                "type": "function",
+                "function": {"name": "f", "arguments": '{"x": 1}'},
+            },
+            {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+        ],
+    }
+
+
+def test_a_call_cut_by_max_tokens_is_left_out_of_the_whole_answer() -> None:
+    got = _calls(
+        ToolCallDelta(index=0, id="call_a", name="f", arguments="{}", done=True),
+        ToolCallDelta(index=1, id="call_b", name="g", arguments='{"x": ', done=False),
+    )
+    raw = encode.chat_completion(IDS, got, _done(FinishReason.LENGTH), with_logprobs=False)
+    choice = json.loads(raw)["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert [c["id"] for c in choice["message"]["tool_calls"]] == ["call_a"]
+    # the same pieces ended by the grammar are all calls
+    raw = encode.chat_completion(IDS, got, _done(FinishReason.TOOL_CALLS), with_logprobs=False)
+    assert len(json.loads(raw)["choices"][0]["message"]["tool_calls"]) == 2
+
+
+def test_tool_call_chunks_have_openais_streamed_shape() -> None:
+    first = encode.chat_chunk(IDS, tool_call=ToolCallDelta(index=0, id="call_a", name="f"))
+    data = _same_as_schema(first[6:-2], ChatCompletionChunk, exclude={"usage", "timings", "route"})
+    assert data["choices"][0]["delta"]["tool_calls"] == [
+        {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}
+    ]
+    more = encode.chat_chunk(IDS, tool_call=ToolCallDelta(index=0, arguments='{"x"'))
+    data = _same_as_schema(more[6:-2], ChatCompletionChunk, exclude={"usage", "timings", "route"})
+    assert data["choices"][0]["delta"]["tool_calls"] == [
+        {"index": 0, "function": {"arguments": '{"x"'}}
+    ]

@@ -263,6 +263,7 @@ def _answer_events(raw: bytes, source: str, *, strip_echo: str = "") -> list[Gen
     delta with the text and every log-prob (none if both are empty), then Finished; or Failed."""
     got = decode.answer(raw, strip_echo=strip_echo)
     events: list[GenerationEvent] = [got.delta] if got.delta is not None else []
+    events.extend(got.tool_calls)
     if got.finished is None:
         events.append(Failed(UpstreamError(got.error or "no answer", source=source)))
     else:

@@ -9,6 +9,7 @@ from edgellm.engine.pool import EnginePool, PoolState
 from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
 from edgellm.gateway.health import ReplicaState
+from edgellm.wire import tools
 from edgellm.wire.params import generation_request
 from edgellm.wire.schemas import ChatCompletionRequest
 
@@ -27,10 +28,15 @@ class LocalBackend:
         engine = self.pool.get(self.model)
         body = call.body
         echo = ""
+        tool_plan = None
         if isinstance(body, ChatCompletionRequest):
-            messages = call.messages or []
+            template = engine.tool_template
+            tool_plan = tools.plan(body, template)
+            native = tools.native_format(template)
+            messages = tools.prompt_messages(call.messages or [], tool_plan, native=native)
+            offered = list(tool_plan.tools) if tool_plan is not None and native else None
             size = sum(len(str(m.get("content") or "")) for m in messages)
-            prompt = await off_loop(size, lambda: engine.chat_prompt(messages))
+            prompt = await off_loop(size, lambda: engine.chat_prompt(messages, tools=offered))
         else:
             text = body.prompt
             prompt = await off_loop(len(text), lambda: engine.text_prompt(text))
@@ -42,8 +48,12 @@ class LocalBackend:
             max_tokens=engine.resolve_max_tokens(len(prompt), body.token_cap()),
             default_seed=engine.config.seed,
             min_top_logprobs=call.force_top_logprobs,
+            tool_plan=tool_plan,
         )
-        return engine.submit(gen), echo  # a full queue raises OverloadedError (429) here
+        stream: EventStream = engine.submit(gen)  # a full queue raises OverloadedError (429)
+        if tool_plan is not None:
+            stream = tools.ToolCallStream(stream, tool_plan)
+        return stream, echo
 
     def first_event_timeout(self, call: Call) -> float | None:
         return None
