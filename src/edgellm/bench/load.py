@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from edgellm.bench.search import SearchResult, SearchSettings, StepMeasure, bisect_capacity
 from edgellm.bench.workloads import Session
@@ -138,6 +138,14 @@ def _fixed_gap(gap: float) -> Callable[[], float]:
     return lambda: gap
 
 
+Arrivals = Literal["constant", "poisson"]
+
+
+def arrival_gaps(arrivals: Arrivals, rate: float, seed: int) -> Callable[[], float]:
+    """Gaps between session starts at `rate` per second: even, or a seeded Poisson process."""
+    return poisson_gaps(rate, seed) if arrivals == "poisson" else _fixed_gap(1.0 / rate)
+
+
 class Synchronous:
     async def run(
         self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
@@ -153,26 +161,19 @@ class Concurrent:
         await _workers(sessions, run_session, settings.gate(), settings.concurrency, stage)
 
 
-class Constant:
+@dataclass(frozen=True)
+class Rate:
+    """`constant` and `poisson`: sessions start at `--rate` per second, spaced `arrivals`."""
+
+    arrivals: Arrivals
+
     async def run(
         self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
     ) -> None:
         if settings.rate <= 0:
             raise ValueError("--rate must be positive")
-        stage = f"constant-{settings.rate:g}"
-        await _arrivals(
-            sessions, run_session, settings.gate(), _fixed_gap(1 / settings.rate), stage
-        )
-
-
-class Poisson:
-    async def run(
-        self, sessions: Sequence[Session], run_session: RunSession, settings: LoadSettings
-    ) -> None:
-        if settings.rate <= 0:
-            raise ValueError("--rate must be positive")
-        stage = f"poisson-{settings.rate:g}"
-        gaps = poisson_gaps(settings.rate, settings.seed)
+        stage = f"{self.arrivals}-{settings.rate:g}"
+        gaps = arrival_gaps(self.arrivals, settings.rate, settings.seed)
         await _arrivals(sessions, run_session, settings.gate(), gaps, stage)
 
 
@@ -214,11 +215,7 @@ class Search:
             count = search.requests
             chosen = [sessions[(offset + k) % len(sessions)] for k in range(count)]
             offset += count
-            gaps = (
-                poisson_gaps(rate, settings.seed + step)
-                if search.arrivals == "poisson"
-                else _fixed_gap(1.0 / rate)
-            )
+            gaps = arrival_gaps(search.arrivals, rate, settings.seed + step)
             gate = Gate(search.requests, search.duration_s)
             await _arrivals(chosen, run_session, gate, gaps, stage)
             return judge(stage)
@@ -231,8 +228,8 @@ class Search:
 PROFILES: dict[str, Callable[[], LoadProfile]] = {
     "synchronous": Synchronous,
     "concurrent": Concurrent,
-    "constant": Constant,
-    "poisson": Poisson,
+    "constant": lambda: Rate("constant"),
+    "poisson": lambda: Rate("poisson"),
     "sweep": Sweep,
     "search": Search,
 }
