@@ -13,8 +13,8 @@ from prometheus_client.registry import Collector
 
 from edgellm.engine.pool import EngineLoad
 from edgellm.engine.types import Finished, FinishReason, Timings
+from edgellm.gateway.metrics import LATENCY_BUCKETS
 
-_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 _RATE_BUCKETS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 125, 150, 200, 300, 500, 1000)
 
 
@@ -115,21 +115,21 @@ class Metrics:
             "edgellm_time_to_first_token_seconds",
             "Time to first token, queue included",
             ["model"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.e2e = Histogram(
             "edgellm_e2e_request_latency_seconds",
             "Admission to last token",
             ["model"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.queue_wait = Histogram(
             "edgellm_queue_wait_seconds",
             "Time spent waiting for the model",
             ["model"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.decode_rate = Histogram(

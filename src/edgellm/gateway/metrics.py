@@ -19,7 +19,9 @@ from prometheus_client.registry import Collector
 FOLD_EVERY = 4096  # pending updates before they are applied without waiting for a scrape
 
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
-_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+# seconds; the node's latency histograms (api/server_metrics.py) share the bounds, so that the
+# dashboards' gateway and node quantiles are read off the same buckets
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class GatewayMetrics:
@@ -100,14 +102,14 @@ class GatewayMetrics:
             "edgellm_gateway_time_to_first_token_seconds",
             "Arrival at the gateway to the first token, through every hop",
             ["model"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.e2e = Histogram(
             "edgellm_gateway_e2e_latency_seconds",
             "Arrival at the gateway to the last token",
             ["model"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
 
