@@ -311,11 +311,19 @@ async def completions(
         )
     routed, got, done = await whole_answer(router, call, request)
     _charge(on_usage, done)
+    k = body.logprobs or 0
     if with_logprobs:
-        got.logprobs = _top(got.logprobs, body.logprobs or 0)
+        got.logprobs = _top(got.logprobs, k)
     ids = encode.ResponseIds(_response_model(body, routed), call.answer_id)
+    echo = routed.echo
     out = encode.completion(
-        ids, got, done, echo=routed.echo, with_logprobs=with_logprobs, route=routed.info.as_dict()
+        ids,
+        got,
+        done,
+        echo=echo.text,
+        echo_logprobs=_top(echo.logprobs, k),
+        with_logprobs=with_logprobs,
+        route=routed.info.as_dict(),
     )
     return JsonAnswer(out, routed.info.header())
 
@@ -329,12 +337,17 @@ async def _completion_events(
     usage = body.include_usage
     with_logprobs = body.logprobs is not None
     echo = routed.echo
-    offset = len(echo)
+    offset = len(echo.text)
     stream = routed.stream
     meter = _StreamMeter(on_usage) if on_usage is not None else None
     try:
-        if echo:
-            yield encode.completion_chunk(ids, echo, include_usage=usage)
+        if echo.text:  # the prompt first, in one chunk, with its tokens' log-probs if asked
+            lps = (
+                encode.completion_logprobs((), 0, prompt=_top(echo.logprobs, body.logprobs or 0))
+                if with_logprobs
+                else None
+            )
+            yield encode.completion_chunk(ids, echo.text, logprobs=lps, include_usage=usage)
         async for event in stream:
             if isinstance(event, TextDelta):
                 if meter is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from edgellm.engine.types import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
     TextDelta,
+    TokenLogprob,
 )
 from edgellm.errors import ContextLengthExceededError, InvalidRequestError
 
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 MAX_GRAMMAR_CHARS = 65_536
 """A grammar's rules are expanded in memory (a repetition up to 2,000-fold each): the text is
 bounded so that one request cannot hold much memory."""
+
+MAX_TOP_LOGPROBS = 20
+"""Alternatives per token a request may ask for (each costs a partial sort of the vocabulary)."""
 
 FinishListener = Callable[[str, Finished], None]
 
@@ -241,8 +246,14 @@ class Engine:
     def submit(self, request: GenerationRequest) -> GenerationStream:
         """Queue a generation now (OverloadedError if the queue is full) and return its stream.
 
-        Every value that reaches llama.cpp is checked here, whoever built the request: an
-        invalid one is a 400 naming it, never a C++ exception on the worker thread."""
+        Every value that reaches llama.cpp is checked here (`check`), whoever built the request:
+        an invalid one is a 400 naming it, never a C++ exception on the worker thread."""
+        self.check(request)
+        return GenerationStream(self._scheduler, request, self._notify)
+
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse a request llama.cpp could not run (400 naming the field), before any work:
+        `submit` does, and so does a caller with work to queue before it (an `echo`)."""
         self.check_token_ids(request.prompt_tokens, param="prompt")
         if not request.prompt_tokens:
             raise InvalidRequestError("the prompt is empty", param="prompt")
@@ -263,7 +274,6 @@ class Engine:
                     "nothing but the end of generation",
                     param="ignore_eos",
                 )
-        return GenerationStream(self._scheduler, request, self._notify)
 
     def _notify(self, done: Finished) -> None:
         for listener in self._listeners:
@@ -282,6 +292,40 @@ class Engine:
         requests = await off_loop(size, tokenize_all)
         future = self._scheduler.submit_loglikelihood(requests)
         return await asyncio.wrap_future(future)
+
+    async def prompt_logprobs(self, tokens: Sequence[int], top: int) -> list[TokenLogprob]:
+        """Every prompt token with its log-prob given the tokens before it and its `top` most
+        likely alternatives, scored by the same job as `loglikelihood` (continuation: all but
+        the first token). The first token has none (nothing precedes it): its `logprob` is NaN
+        and it has no alternatives, what OpenAI's `echo` writes as null."""
+        ids = [int(t) for t in tokens]
+        self.check_token_ids(ids, param="prompt")
+        if not ids:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
+        if len(ids) > self._model.n_ctx:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {self._model.n_ctx} tokens, but the "
+                f"prompt has {len(ids)} tokens.",
+                param="prompt",
+            )
+        if not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise InvalidRequestError(
+                f"logprobs must be in 0..{MAX_TOP_LOGPROBS}, got {top}", param="logprobs"
+            )
+        piece = self._model.token_bytes(ids[0])
+        first = TokenLogprob(
+            token=piece.decode("utf-8", errors="replace"),
+            token_id=ids[0],
+            logprob=math.nan,
+            bytes=piece,
+        )
+        if len(ids) == 1:
+            return [first]
+        request = LoglikelihoodRequest(
+            context_tokens=ids[:1], continuation_tokens=ids[1:], top_logprobs=top
+        )
+        (result,) = await asyncio.wrap_future(self._scheduler.submit_loglikelihood([request]))
+        return [first, *result.tokens]
 
     def loglikelihood_request(self, context: str, continuation: str) -> LoglikelihoodRequest:
         """Tokenize as lm-eval does: the continuation's tokens are those the whole text adds."""

@@ -62,6 +62,9 @@ class ActiveGeneration:
             self.first_token_at = time.perf_counter()
             self.timings.ttft_ms = (self.first_token_at - self.job.admitted_at) * 1e3
         if model.is_eog(token) and not req.ignore_eos:
+            if req.logprobs and req.eog_logprob:  # renders as nothing; `finish` flushes it
+                end = token_logprob(model.logits(index), token, req.top_logprobs, model.token_bytes)
+                self.stream.push(token, b"", end)
             return FinishReason.STOP
         lp = (
             token_logprob(model.logits(index), token, req.top_logprobs, model.token_bytes)

@@ -13,6 +13,7 @@ from edgellm.engine.types import (
     GenerationRequest,
     LoglikelihoodRequest,
     LoglikelihoodResult,
+    TokenLogprob,
 )
 
 EventSink = Callable[[GenerationEvent], None]
@@ -33,6 +34,7 @@ class ScoringJob:
     index: int = 0
     results: list[LoglikelihoodResult] = field(default_factory=list)
     token_lps: list[float] = field(default_factory=list)
+    details: list[TokenLogprob] = field(default_factory=list)  # with `top_logprobs` only
     greedy: bool = True
     pos: int = 0
 

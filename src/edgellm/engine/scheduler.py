@@ -36,7 +36,7 @@ import numpy as np
 from edgellm.engine.generation import ActiveGeneration
 from edgellm.engine.jobs import GenerationJob, SchedulerStats, ScoringJob, common_prefix_len
 from edgellm.engine.llama import GrammarDeadEndError, LlamaModel
-from edgellm.engine.logprobs import log_softmax_at
+from edgellm.engine.logprobs import log_softmax_at, token_logprob
 from edgellm.engine.pacing import PrefillPacer
 from edgellm.engine.slots import MIN_SAVED_TOKENS, SavedStates, Slot, choose_slot
 from edgellm.engine.types import (
@@ -406,7 +406,12 @@ class Scheduler:
         for index, pos in outputs:  # the logits at `pos` predict the token at pos + 1
             row = self._model.logits(index)
             target = req.continuation_tokens[pos + 1 - n_ctx]
-            lp, _ = log_softmax_at(row, target)
+            if req.top_logprobs is None:
+                lp, _ = log_softmax_at(row, target)
+            else:  # the same log-prob (token_logprob computes it with log_softmax_at)
+                detail = token_logprob(row, target, req.top_logprobs, self._model.token_bytes)
+                job.details.append(detail)
+                lp = detail.logprob
             job.token_lps.append(lp)
             job.greedy = job.greedy and int(np.argmax(row)) == target
         if len(job.token_lps) < len(req.continuation_tokens):
@@ -417,10 +422,12 @@ class Scheduler:
                 is_greedy=job.greedy,
                 token_logprobs=tuple(job.token_lps),
                 n_tokens=len(req.continuation_tokens),
+                tokens=tuple(job.details),
             )
         )
         job.index += 1
         job.token_lps = []
+        job.details = []
         job.greedy = True
         if job.index == len(job.requests):
             slot.scoring = None

@@ -47,11 +47,12 @@ class TextStream:
         return self._take(len(self._pending_text) - self._held_suffix_len())
 
     def flush(self) -> Emission | None:
-        """End of generation: release held text (it was not a stop sequence after all)."""
+        """End of generation: release held text (it was not a stop sequence after all), and
+        held tokens that render as nothing (an end-of-generation token with its log-prob)."""
         if self.stopped:
             return None
         self._pending_text += self._decoder.decode(b"", final=True)
-        return self._take(len(self._pending_text))
+        return self._take(len(self._pending_text), keep_rest=False)
 
     def _first_stop(self) -> int | None:
         found = [i for s in self.stop if (i := self._pending_text.find(s)) >= 0]

@@ -53,6 +53,9 @@ class GenerationRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     ignore_eos: bool = False
+    # the end-of-generation token that ends the answer is in its log-probs too (empty text), as
+    # OpenAI's legacy completions have it: lm-eval drops an echo's last entry as the answer's
+    eog_logprob: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +179,15 @@ GenerationEvent = TextDelta | ToolCallDelta | Finished | Failed
 
 @dataclass(frozen=True, slots=True)
 class LoglikelihoodRequest:
-    """Score `continuation` after `context` (token ids, context non-empty)."""
+    """Score `continuation` after `context` (token ids, context non-empty).
+
+    `top_logprobs`: None scores only (sums and greedy flags); k >= 0 also gives each
+    continuation token as a `TokenLogprob` with its k most likely alternatives (a text
+    completion's `echo` of its prompt)."""
 
     context_tokens: list[int]
     continuation_tokens: list[int]
+    top_logprobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +196,4 @@ class LoglikelihoodResult:
     is_greedy: bool  # every continuation token is the argmax given what precedes it
     token_logprobs: tuple[float, ...]
     n_tokens: int
+    tokens: tuple[TokenLogprob, ...] = ()  # when the request set `top_logprobs`

@@ -42,6 +42,12 @@ class Call:
         return self.body.stream or self.needs_stream
 
     @property
+    def echoes_prompt(self) -> bool:
+        """A text completion with `echo`: its answer carries the prompt (and, with `logprobs`,
+        the prompt's log-probs under the model that answers)."""
+        return isinstance(self.body, CompletionRequest) and self.body.echo
+
+    @property
     def max_tokens(self) -> int | None:
         return self.body.token_cap()
 

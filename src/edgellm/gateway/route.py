@@ -15,6 +15,7 @@ from edgellm.config import HttpBackendConfig, Tier
 from edgellm.gateway.backends.base import Backend
 from edgellm.gateway.errors import NoBackendError
 from edgellm.gateway.streams import ReplayStream
+from edgellm.wire.echo import Echo
 
 if TYPE_CHECKING:
     from edgellm.gateway.affinity import ReplicaAffinity
@@ -144,7 +145,7 @@ class StartedAnswer:
     stream: ReplayStream
     model: Candidate
     replica: Backend
-    echo: str
+    echo: Echo  # a text completion's echoed prompt (see wire/echo.py)
     info: Route
 
 

@@ -9,6 +9,7 @@ reader raises `ValueError` instead (the testbed records such a stream as failed)
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from edgellm.engine.types import (
     ToolCallDelta,
     TopLogprob,
 )
+from edgellm.wire import echo
 
 DONE = b"[DONE]"
 # every Timings field, with its type (an upstream's counters may come as floats or ints)
@@ -104,7 +106,8 @@ def completion_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
             TokenLogprob(
                 token=str(token),
                 token_id=-1,
-                logprob=float(value) if value is not None else 0.0,
+                # null: an echoed prompt's first token (see wire/echo.py)
+                logprob=float(value) if value is not None else math.nan,
                 bytes=str(token).encode(),
                 top=alts,
             )
@@ -153,10 +156,12 @@ class StreamReader:
     bytes as they arrive (`feed`). Gives the text deltas; remembers how the stream ended.
 
     `strip_echo`: a text completion with `echo` starts with the prompt, which the caller sends
-    to its own client once, so it is cut from the first delta that carries it."""
+    to its own client once, so it is cut from the first delta that carries it, and the
+    log-probs of the prompt's tokens go to `echo_logprobs` (see `wire/echo.py`)."""
 
     strict: bool = False
     strip_echo: str = ""
+    echo_logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)  # the last chunk's that had some
@@ -215,7 +220,9 @@ class StreamReader:
                     text = choice.get("text") or ""
                     lps = completion_logprobs(choice["logprobs"]) if choice.get("logprobs") else ()
                     if self.strip_echo and text.startswith(self.strip_echo):
-                        text, self.strip_echo = text[len(self.strip_echo) :], ""
+                        n = len(self.strip_echo)
+                        text, self.strip_echo = text[n:], ""
+                        lps = self._cut_echo(choice["logprobs"], lps, n)
                 if text or lps:
                     self.deltas += len(lps) or 1
                     out.append(TextDelta(text, (), lps))
@@ -223,6 +230,15 @@ class StreamReader:
                 if finish:
                     self.finish_reason = finish
         return out
+
+    def _cut_echo(
+        self, raw: object, lps: tuple[TokenLogprob, ...], n_chars: int
+    ) -> tuple[TokenLogprob, ...]:
+        """The answer's log-probs of a chunk that starts with the echoed prompt; the prompt's
+        are kept in `echo_logprobs`."""
+        prompt, rest = echo.split(lps, _offsets(raw), n_chars)
+        self.echo_logprobs.extend(prompt)
+        return tuple(rest)
 
     def line(self, line: bytes | str) -> list[TextDelta | ToolCallDelta]:
         """One whole line of the stream (`data: {...}`; other lines carry nothing)."""
@@ -244,6 +260,7 @@ class Answer:
     tool_calls: tuple[ToolCallDelta, ...] = ()  # a chat answer's calls, each whole
     finished: Finished | None = None
     error: str | None = None
+    echo_logprobs: tuple[TokenLogprob, ...] = ()  # the stripped echo's (see `wire/echo.py`)
 
 
 def answer(raw: bytes, *, strip_echo: str = "") -> Answer:
@@ -258,6 +275,7 @@ def answer(raw: bytes, *, strip_echo: str = "") -> Answer:
         return Answer(error=error_message(data["error"]))
     choices = data.get("choices") or []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    prompt_lps: list[TokenLogprob] = []
     calls: list[ToolCallDelta] = []
     if "message" in choice:  # chat
         message = choice.get("message") or {}
@@ -269,6 +287,8 @@ def answer(raw: bytes, *, strip_echo: str = "") -> Answer:
         lps = completion_logprobs(choice.get("logprobs"))
         if strip_echo and text.startswith(strip_echo):
             text = text[len(strip_echo) :]
+            prompt_lps, rest = echo.split(lps, _offsets(choice.get("logprobs")), len(strip_echo))
+            lps = tuple(rest)
     delta = TextDelta(text=text, token_ids=(), logprobs=lps) if text or lps else None
     finish = choice.get("finish_reason")
     if not finish:
@@ -277,4 +297,10 @@ def answer(raw: bytes, *, strip_echo: str = "") -> Answer:
     done = _finished(finish, data.get("usage") or {}, data.get("timings"), n_tokens)
     if calls:  # a chat answer: nothing echoed
         return Answer(delta=delta, finished=done, tool_calls=tuple(calls))
-    return Answer(delta=delta, finished=done)
+    return Answer(delta=delta, finished=done, echo_logprobs=tuple(prompt_lps))
+
+
+def _offsets(raw: object) -> list[object] | None:
+    """A legacy `logprobs` object's `text_offset` list, if it has one."""
+    offsets = raw.get("text_offset") if isinstance(raw, dict) else None
+    return offsets if isinstance(offsets, list) else None

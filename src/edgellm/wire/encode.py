@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ import orjson
 
 from edgellm import __version__
 from edgellm.engine.types import Finished, FinishReason, TextDelta, TokenLogprob, ToolCallDelta
+from edgellm.wire.echo import unscored
 from edgellm.wire.schemas import ErrorDetail, ErrorResponse
 
 SYSTEM_FINGERPRINT = f"edgellm-{__version__}"
@@ -79,17 +81,26 @@ def chat_logprobs(items: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> dict[
 
 
 def completion_logprobs(
-    items: tuple[TokenLogprob, ...] | list[TokenLogprob], text_offset: int
+    items: Sequence[TokenLogprob], text_offset: int, *, prompt: Sequence[TokenLogprob] = ()
 ) -> dict[str, Any]:
+    """The legacy `logprobs` object: the echoed `prompt`'s tokens first (offsets from 0, the
+    first one's log-prob and alternatives null), then `items` from `text_offset` on."""
     offsets = []
+    pos = 0
+    for lp in prompt:
+        offsets.append(pos)
+        pos += len(lp.token)
     pos = text_offset
     for lp in items:
         offsets.append(pos)
         pos += len(lp.token)
+    every = [*prompt, *items] if prompt else items
     return {
-        "tokens": [lp.token for lp in items],
-        "token_logprobs": [lp.logprob for lp in items],
-        "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in items],
+        "tokens": [lp.token for lp in every],
+        "token_logprobs": [None if unscored(lp) else lp.logprob for lp in every],
+        "top_logprobs": [
+            None if unscored(lp) else {t.token: t.logprob for t in lp.top} for lp in every
+        ],
         "text_offset": offsets,
     }
 
@@ -295,11 +306,16 @@ def completion(
     echo: str,
     with_logprobs: bool,
     route: dict[str, Any] | None = None,
+    echo_logprobs: Sequence[TokenLogprob] = (),
 ) -> bytes:
+    """A whole text completion: `echo` (the prompt, when asked for) and its tokens'
+    `echo_logprobs` before the answer's (see `wire/echo.py`)."""
     choice = {
         "index": 0,
         "text": echo + got.text,
-        "logprobs": completion_logprobs(got.logprobs, len(echo)) if with_logprobs else None,
+        "logprobs": completion_logprobs(got.logprobs, len(echo), prompt=echo_logprobs)
+        if with_logprobs
+        else None,
         "finish_reason": finish_reason(done),
     }
     return _whole(ids, "text_completion", choice, done, route)

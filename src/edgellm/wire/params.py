@@ -46,4 +46,5 @@ def generation_request(
         logprobs=want,
         top_logprobs=top,
         ignore_eos=body.ignore_eos,
+        eog_logprob=isinstance(body, CompletionRequest) and body.logprobs is not None,
     )

@@ -69,6 +69,12 @@ _PROMPT_SCHEMA = WithJsonSchema(
                 "minItems": 1,
                 "maxItems": 1,
             },
+            {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                "minItems": 1,
+                "maxItems": 1,
+            },
         ]
     }
 )
@@ -296,15 +302,21 @@ class ChatCompletionRequest(_SamplingFields):
 
 class CompletionRequest(_SamplingFields):
     prompt: Annotated[str | list[int], _PROMPT_SCHEMA] = Field(
-        description="one prompt: text, token ids, or a list of one text"
+        description="one prompt: text, token ids, or a list of one of them (lm-eval's shape)"
     )
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="log-probs of each token with this many alternatives; with `echo`, the "
+        "prompt's tokens too (the first one's null)",
+    )
     echo: bool = False
 
     @field_validator("prompt", mode="before")
     @classmethod
     def _one_prompt(cls, v: object) -> object:
-        if isinstance(v, list) and v and all(isinstance(p, str) for p in v):
+        if isinstance(v, list) and v and all(isinstance(p, str | list) for p in v):
             if len(v) != 1:
                 raise ValueError("one prompt per request (send several requests for a batch)")
             return v[0]

@@ -580,6 +580,7 @@ class HermesParser:
         self._names = set(names)
         self._buffer = ""
         self._in_call = False
+        self._space = ""
         self.calls: list[_Call] = []
 
     @property
@@ -611,16 +612,22 @@ class HermesParser:
                 content.append(HERMES_OPEN + body + HERMES_CLOSE)
             else:
                 deltas.append(delta)
-        text_out = "".join(content)
-        if self.calls:  # whitespace between calls is the format's, not the answer's
-            text_out = text_out.strip() and text_out
-        return text_out, deltas
+        return self._text("".join(content)), deltas
+
+    def _text(self, text: str) -> str:
+        """Whitespace is held until text follows it: around calls it is the format's."""
+        if not text.strip():
+            self._space += text
+            return ""
+        text, self._space = self._space + text, ""
+        return text
 
     def finish(self) -> tuple[str, list[ToolCallDelta]]:
         """What is left: held-back text (an unfinished call is dropped: it is not a call)."""
         rest = "" if self._in_call else self._buffer
         self._buffer = ""
-        return rest, []
+        text = self._text(rest)
+        return (text or ("" if self.calls else self._space)), []
 
     def _call(self, body: str) -> ToolCallDelta | None:
         try:

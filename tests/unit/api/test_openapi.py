@@ -154,5 +154,6 @@ def test_limits_the_validators_enforce_are_in_the_schema(
 def test_an_empty_prompt_is_documented_as_refused(spec: dict[str, Any]) -> None:
     """The engine refuses an empty prompt (400); the schema says so for each of its forms."""
     prompt = spec["components"]["schemas"]["CompletionRequest"]["properties"]["prompt"]["anyOf"]
-    assert [p["type"] for p in prompt] == ["string", "array", "array"]
-    assert [p.get("minLength", p.get("minItems")) for p in prompt] == [1, 1, 1]
+    assert [p["type"] for p in prompt] == ["string", "array", "array", "array"]
+    assert [p.get("minLength", p.get("minItems")) for p in prompt] == [1, 1, 1, 1]
+    assert prompt[-1]["items"]["minItems"] == 1  # a list of one token-id prompt (lm-eval's)

@@ -204,6 +204,30 @@ def test_scoring_a_continuation_the_slot_already_holds_scores_every_token() -> N
     assert sched.slots[0].cached == [*context, *continuation[:-1]]
 
 
+class RampModel(FakeModel):
+    """Logits that differ by token (token t scores t), so log-probs differ too."""
+
+    def logits(self, index: int = -1) -> npt.NDArray[np.float32]:
+        return np.arange(8, dtype=np.float32)
+
+
+def test_scoring_with_alternatives_gives_the_same_logprobs_and_the_tokens() -> None:
+    """An echo's scoring job (top_logprobs set) computes the very log-probs of a plain one, and
+    each token with its alternatives, most likely first."""
+    results = []
+    for top in (None, 2):
+        sched = scheduler(RampModel(), start=False)
+        future = sched.submit_loglikelihood([LoglikelihoodRequest([1], [3, 7, 0], top)])
+        run_until_idle(sched)
+        results.append(future.result(timeout=0)[0])
+    plain, detailed = results
+    assert plain.tokens == () and plain.token_logprobs == detailed.token_logprobs
+    assert [t.token_id for t in detailed.tokens] == [3, 7, 0]
+    assert [t.logprob for t in detailed.tokens] == list(plain.token_logprobs)
+    assert all([a.token_id for a in t.top] == [7, 6] for t in detailed.tokens)
+    assert detailed.token_logprobs[1] > detailed.token_logprobs[0] > detailed.token_logprobs[2]
+
+
 class SaveFailsModel(FakeModel):
     def save_seq(self, seq: int) -> bytearray:
         raise RuntimeError("save failed")

@@ -65,3 +65,15 @@ def test_logprobs_follow_their_tokens() -> None:
     lp = TokenLogprob(token="a", token_id=7, logprob=-0.5, bytes=b"a")
     out = stream.push(7, b"a", lp)
     assert out is not None and out.logprobs == [lp]
+
+
+def test_a_token_that_renders_as_nothing_is_flushed_with_its_logprob() -> None:
+    """An end-of-generation token reported in the log-probs (text completions with logprobs)
+    has no text: the end of the stream still releases it."""
+    end = TokenLogprob(token="", token_id=2, logprob=-0.5, bytes=b"")
+    ts = TextStream()
+    assert ts.push(2, b"", end) is None
+    tail = ts.flush()
+    assert tail is not None and tail.text == "" and tail.token_ids == [2]
+    assert tail.logprobs == [end]
+    assert ts.flush() is None  # nothing held: nothing to release

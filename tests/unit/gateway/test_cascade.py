@@ -28,6 +28,7 @@ from edgellm.gateway.call import Call
 from edgellm.gateway.errors import NoBackendError, UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.router import Router, StartedAnswer
+from edgellm.wire.echo import Echo
 from edgellm.wire.schemas import ChatCompletionRequest
 
 
@@ -50,13 +51,13 @@ class Script:
         self.produced = 0  # tokens generated, read or not
         self.cancelled = 0
 
-    async def open(self, call: Call) -> tuple[ScriptStream, str]:
+    async def open(self, call: Call) -> tuple[ScriptStream, Echo]:
         self.opened += 1
         if self.first_delay_s:
             await asyncio.sleep(self.first_delay_s)
         if self.fail is not None:
             raise self.fail
-        return ScriptStream(self), ""
+        return ScriptStream(self), Echo()
 
     def first_event_timeout(self, call: Call) -> float | None:
         return None

@@ -1,5 +1,6 @@
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from edgellm.gateway.call import Call
 from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.upstream import HttpClient
+from edgellm.wire.echo import Echo
 from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 from tests.unit.gateway.rawserver import (
     Handler,
@@ -182,20 +184,35 @@ def test_gap_between_chunks_beyond_first_token_timeout_fails_with_504() -> None:
     assert failed.error.status_code == 504 and "timed out mid-stream" in failed.error.message
 
 
-def test_completions_echo_is_not_doubled() -> None:
+def test_completions_echo_is_not_doubled_and_keeps_the_prompts_logprobs() -> None:
+    """The upstream's first chunk is the echoed prompt with its tokens' log-probs: the text is
+    cut (the handler sends `echo` once) and the log-probs go to `echo`, not to the answer's."""
+    prompt_lps = {
+        "tokens": ["Say", " hi"],
+        "token_logprobs": [None, -1.5],
+        "top_logprobs": [None, {" hi": -1.5}],
+        "text_offset": [0, 3],
+    }
+    answer_lps = {"tokens": [" there"], "token_logprobs": [-0.1],
+                  "top_logprobs": [{" there": -0.1}], "text_offset": [6]}  # fmt: skip
     body = sse(
-        {"choices": [{"text": "Say hi"}]},
-        {"choices": [{"text": " there", "finish_reason": "stop"}]},
+        {"choices": [{"text": "Say hi", "logprobs": prompt_lps}]},
+        {"choices": [{"text": " there", "logprobs": answer_lps, "finish_reason": "stop"}]},
     )
-    call = Call.of(CompletionRequest(model="m", prompt="Say hi", echo=True, stream=True), {})
+    request = CompletionRequest(model="m", prompt="Say hi", echo=True, logprobs=1, stream=True)
+    call = Call.of(request, {})
 
-    async def test(server: RawServer) -> tuple[str, list[str], str]:
+    async def test(server: RawServer) -> tuple[Echo, list[TextDelta], str]:
         stream, echo = await backend(server.url).open(call)
-        texts = [e.text async for e in stream if isinstance(e, TextDelta)]
-        return echo, texts, server.requests[0].path
+        deltas = [e async for e in stream if isinstance(e, TextDelta)]
+        return echo, deltas, server.requests[0].path
 
-    echo, texts, path = asyncio.run(with_server(fixed(200, body, "text/event-stream"), test))
-    assert echo == "Say hi" and texts == [" there"] and path == "/v1/completions"
+    echo, deltas, path = asyncio.run(with_server(fixed(200, body, "text/event-stream"), test))
+    assert echo.text == "Say hi" and path == "/v1/completions"
+    assert [lp.token for lp in echo.logprobs] == ["Say", " hi"]
+    assert math.isnan(echo.logprobs[0].logprob) and echo.logprobs[1].logprob == -1.5
+    assert [d.text for d in deltas] == [" there"]
+    assert [lp.token for d in deltas for lp in d.logprobs] == [" there"]
 
 
 @pytest.mark.parametrize(
@@ -267,8 +284,10 @@ def test_whole_completion_strips_the_echo_and_reads_completion_logprobs() -> Non
         "choices": [
             {
                 "text": "Say hi there",
-                "logprobs": {"tokens": [" there"], "token_logprobs": [-0.1],
-                             "top_logprobs": [{" there": -0.1}], "text_offset": [6]},
+                "logprobs": {"tokens": ["Say", " hi", " there"],
+                             "token_logprobs": [None, -1.5, -0.1],
+                             "top_logprobs": [None, {" hi": -1.5}, {" there": -0.1}],
+                             "text_offset": [0, 3, 6]},
                 "finish_reason": "stop",
             }
         ],
@@ -276,15 +295,18 @@ def test_whole_completion_strips_the_echo_and_reads_completion_logprobs() -> Non
     }  # fmt: skip
     call = Call.of(CompletionRequest(model="m", prompt="Say hi", echo=True, logprobs=1), {})
 
-    async def test(server: RawServer) -> tuple[str, list[Any]]:
+    async def test(server: RawServer) -> tuple[Echo, list[Any]]:
         stream, echo = await backend(server.url).open(call)
         return echo, [e async for e in stream]
 
     echo, events = asyncio.run(with_server(whole(200, answer), test))
-    assert echo == "Say hi"
+    assert echo.text == "Say hi"
+    assert [(lp.token, lp.logprob) for lp in echo.logprobs[1:]] == [(" hi", -1.5)]
+    assert math.isnan(echo.logprobs[0].logprob)
     delta, done = events
     assert isinstance(delta, TextDelta) and delta.text == " there"
-    assert delta.logprobs[0].token == " there" and delta.logprobs[0].top[0].logprob == -0.1
+    assert [lp.token for lp in delta.logprobs] == [" there"]
+    assert delta.logprobs[0].top[0].logprob == -0.1
     assert isinstance(done, Finished) and done.reason is FinishReason.STOP
 
 

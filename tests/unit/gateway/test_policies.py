@@ -35,7 +35,8 @@ from edgellm.gateway.policies.rules import RulesPolicy, RulesPolicyConfig
 from edgellm.gateway.route import Candidate, Route, StartedAnswer
 from edgellm.gateway.router import Router
 from edgellm.gateway.streams import ReplayStream
-from edgellm.wire.schemas import ChatCompletionRequest
+from edgellm.wire.echo import Echo
+from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 
 # -- the fake context ---------------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ class Context:
         self.upstreams[model.name].append(upstream)
         stream = ReplayStream(events, None, upstream)
         info.hop(model.name, model.replicas[0].id, "ok", info.started)
-        return StartedAnswer(stream, model, model.replicas[0], "", info)
+        return StartedAnswer(stream, model, model.replicas[0], Echo(), info)
 
     def down(self, name: str) -> None:
         self.models[name].replicas[0].state.record_health(False)
@@ -366,6 +367,26 @@ def test_cascade_asks_for_logprobs_except_from_the_last_tier() -> None:
     ctx.execute = spy  # type: ignore[method-assign]
     routed, _ = route(cascade(ctx, top_logprobs=3), call())
     assert routed.model.name == "cloud" and seen == [3, None]
+
+
+def test_cascade_never_escalates_an_echo_but_still_skips_a_failing_tier() -> None:
+    def echo_call(echo: bool) -> Call:
+        body = CompletionRequest(model="auto", prompt="The sky is", echo=echo, logprobs=1)
+        return Call.of(body, {})
+
+    ctx = three_tiers()
+    ctx.replies["small"].logprob = -5.0  # unsure: a plain request escalates
+    routed, info = route(cascade(ctx, threshold=-1.0), echo_call(echo=True))
+    assert routed.model.name == "small" and ctx.executed == [["small"]]
+    assert info.escalations == [] and info.signals["echo"] == "not escalated"
+    routed, info = route(cascade(ctx, threshold=-1.0), echo_call(echo=False))
+    assert routed.model.name == "large" and "echo" not in info.signals
+
+    ctx = three_tiers()
+    ctx.replies["small"].error = UpstreamError("boom")
+    ctx.replies["large"].logprob = -5.0
+    routed, _ = route(cascade(ctx, threshold=-1.0), echo_call(echo=True))
+    assert routed.model.name == "large" and ctx.executed == [["small"], ["large"]]
 
 
 def test_cascade_keeps_an_answer_without_logprobs() -> None:

@@ -4,6 +4,8 @@ from finished ones."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from edgellm.engine.types import (
@@ -14,7 +16,7 @@ from edgellm.engine.types import (
     TokenLogprob,
     TopLogprob,
 )
-from edgellm.wire import decode, encode
+from edgellm.wire import decode, echo, encode
 
 IDS = encode.ResponseIds(model="m", id="chatcmpl-1", created=1)
 LP = TokenLogprob(
@@ -70,6 +72,43 @@ def test_a_text_completion_stream_strips_the_echo_once() -> None:
     finished = reader.finished()
     assert finished is not None and finished.reason is FinishReason.STOP
     assert finished.completion_tokens == 1  # no usage: one per delta
+
+
+def test_an_echoed_prompts_logprobs_are_kept_apart_from_the_answers() -> None:
+    """The prompt's entries (by `text_offset`, inside the echoed text) go to `echo_logprobs`,
+    the first one's null as NaN; the answer's stay with its deltas."""
+    first = TokenLogprob(token="On", token_id=-1, logprob=math.nan, bytes=b"On")
+    ce = TokenLogprob(token="ce", token_id=-1, logprob=-1.5, bytes=b"ce")
+    prompt = encode.completion_logprobs([], 0, prompt=[first, ce])
+    answer = encode.completion_logprobs([LP], 4)
+    raw = encode.completion_chunk(IDS, "Once", logprobs=prompt) + encode.completion_chunk(
+        IDS, " ab", logprobs=answer, finish="stop"
+    )
+    reader = decode.StreamReader(strip_echo="Once")
+    deltas = reader.feed(raw)
+    assert [(d.text, [lp.token for lp in d.logprobs]) for d in deltas] == [(" ab", [" ab"])]
+    assert [lp.token for lp in reader.echo_logprobs] == ["On", "ce"]
+    assert math.isnan(reader.echo_logprobs[0].logprob) and reader.echo_logprobs[1].logprob == -1.5
+
+    got = encode.Collected(text=" ab", logprobs=[LP])
+    whole = encode.completion(
+        IDS, got, DONE, echo="Once", with_logprobs=True, echo_logprobs=[first, ce]
+    )
+    read = decode.answer(whole, strip_echo="Once")
+    assert [lp.token for lp in read.echo_logprobs] == ["On", "ce"]
+    assert read.delta is not None and [lp.token for lp in read.delta.logprobs] == [" ab"]
+
+
+def test_without_offsets_the_echo_is_split_by_the_tokens_text() -> None:
+    lps = [
+        TokenLogprob(token=t, token_id=-1, logprob=-1.0, bytes=t.encode())
+        for t in ("", "On", "ce", " ab")  # a BOS renders as nothing
+    ]
+    prompt, rest = echo.split(lps, None, len("Once"))
+    assert [lp.token for lp in prompt] == ["", "On", "ce"] and [lp.token for lp in rest] == [" ab"]
+    prompt, rest = echo.split(lps, [0, 0, 2, 4], len("Once"))
+    assert len(prompt) == 3 and len(rest) == 1
+    assert echo.split(lps, None, 0) == ([], lps)  # nothing echoed: all the answer's
 
 
 def test_a_stream_cut_short_has_no_final_event() -> None:

@@ -89,6 +89,25 @@ def test_whole_completion_matches_its_model(with_logprobs: bool) -> None:
         assert choice["logprobs"]["text_offset"] == [5, 7]
 
 
+def test_an_echo_lists_the_prompts_tokens_first_the_first_one_null() -> None:
+    """OpenAI's legacy shape: the prompt's tokens from offset 0, the first one's log-prob and
+    alternatives null (nothing precedes it), then the answer's from the end of the prompt."""
+    first = TokenLogprob(token="Say", token_id=3, logprob=math.nan, bytes=b"Say")
+    prompt = [first, _lp(": ", -2.5)]
+    raw = encode.completion(
+        IDS, _collected(), _done(), echo="Say: ", with_logprobs=True, echo_logprobs=prompt
+    )
+    lp = _same_as_schema(raw, Completion, exclude=set())["choices"][0]["logprobs"]
+    assert lp["tokens"] == ["Say", ": ", "Gr", "üße"]
+    assert lp["token_logprobs"] == [None, -2.5, -0.25, -1.0]
+    assert lp["top_logprobs"] == [None, {": ": -2.5}, {"Gr": -0.25}, {"üße": -1.0}]
+    assert lp["text_offset"] == [0, 3, 5, 7]
+    without = encode.completion(
+        IDS, _collected(), _done(), echo="Say: ", with_logprobs=False, echo_logprobs=prompt
+    )
+    assert json.loads(without)["choices"][0]["logprobs"] is None
+
+
 def test_chunks_carry_only_their_fields() -> None:
     first = encode.chat_chunk(IDS, role="assistant", content="")
     data = _same_as_schema(first[6:-2], ChatCompletionChunk, exclude={"usage", "timings", "route"})

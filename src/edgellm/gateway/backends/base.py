@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from edgellm.engine.types import GenerationEvent
 from edgellm.gateway.call import Call
 from edgellm.gateway.health import ReplicaState
+from edgellm.wire.echo import Echo
 
 
 class EventStream(Protocol):
@@ -26,9 +27,10 @@ class Backend(Protocol):
     state: ReplicaState
     first_token_timeout_s: float | None
 
-    async def open(self, call: Call) -> tuple[EventStream, str]:
+    async def open(self, call: Call) -> tuple[EventStream, Echo]:
         """Start the generation; raise before any token on rejection. Returns the stream and the
-        echoed prompt text (completions with `echo`)."""
+        echoed prompt (completions with `echo`: its text, and its tokens' log-probs when asked
+        for, filled before the stream's first event)."""
         ...
 
     def first_event_timeout(self, call: Call) -> float | None:

@@ -30,7 +30,8 @@ from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.streams import BufferedEvents
 from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
 from edgellm.wire import decode
-from edgellm.wire.schemas import ChatCompletionRequest
+from edgellm.wire.echo import Echo
+from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 
 _NOT_FORWARDED = {"conversation_id", "messages", "escalation_deadline_s"}  # ours, not upstream's
 _ACCEPT_SSE = b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
@@ -116,7 +117,7 @@ class HttpBackend:
                 data["logprobs"] = max(data.get("logprobs", 0), call.force_top_logprobs)
         return data
 
-    async def open(self, call: Call) -> tuple[EventStream, str]:
+    async def open(self, call: Call) -> tuple[EventStream, Echo]:
         cfg = self.config
         deadline = time.monotonic() + cfg.timeout_s
         stream = self.streams(call)
@@ -155,10 +156,13 @@ class HttpBackend:
                 retryable=status >= 500 or status == 429,
                 source=self.id,
             )
-        echo = ""
+        # The upstream's answer starts with the prompt it echoes: the text and the log-probs
+        # of a text prompt are cut from it into `echo`, sent once. (A token-id prompt's echo,
+        # whose text is not known here, passes through as the upstream wrote it.)
+        echo = Echo()  # none
         req = call.body
-        if not call.is_chat and getattr(req, "echo", False) and isinstance(req.prompt, str):  # type: ignore[union-attr]
-            echo = req.prompt  # type: ignore[union-attr]
+        if isinstance(req, CompletionRequest) and req.echo and isinstance(req.prompt, str):
+            echo = Echo(req.prompt)
         if not stream:
             try:
                 raw = await response.read(max(deadline - time.monotonic(), 0.0))
@@ -170,9 +174,9 @@ class HttpBackend:
                 ) from exc
             finally:
                 response.close()
-            parsed = _answer_events(raw, self.id, strip_echo=echo)
+            parsed = _answer_events(raw, self.id, echo=echo)
             return BufferedEvents(parsed), echo
-        events = HttpStream(response, self.id, strip_echo=echo, read_timeout=read_timeout)
+        events = HttpStream(response, self.id, echo=echo, read_timeout=read_timeout)
         events.deadline = deadline
         return events, echo
 
@@ -207,12 +211,12 @@ class HttpStream:
         response: Response,
         source: str,
         *,
-        strip_echo: str = "",
+        echo: Echo | None = None,
         read_timeout: float | None = None,
     ) -> None:
         self._response = response
         self._source = source
-        self._strip = strip_echo  # the upstream echoes the prompt too: send it only once
+        self._echo = echo or Echo()  # the upstream echoes the prompt too: send it only once
         self._read_timeout = read_timeout  # the longest wait for the next bytes
         self.deadline = float("inf")  # monotonic time by which the whole answer must be in
 
@@ -221,7 +225,11 @@ class HttpStream:
         self._response.close()
 
     async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
-        reader = decode.StreamReader(strip_echo=self._strip)
+        # the echo's log-probs come in the first chunk, before any event: `echo` has them
+        # by the time the router reads the first event
+        reader = decode.StreamReader(
+            strip_echo=self._echo.text, echo_logprobs=self._echo.logprobs
+        )
         response = self._response
         try:
             while (data := await response.next_chunk(self._read_timeout)) is not None:
@@ -258,10 +266,15 @@ class HttpStream:
         yield finished
 
 
-def _answer_events(raw: bytes, source: str, *, strip_echo: str = "") -> list[GenerationEvent]:
+def _answer_events(
+    raw: bytes, source: str, *, echo: Echo | None = None
+) -> list[GenerationEvent]:
     """A whole chat or text completion as the events its SSE stream would have given: one
-    delta with the text and every log-prob (none if both are empty), then Finished; or Failed."""
-    got = decode.answer(raw, strip_echo=strip_echo)
+    delta with the text and every log-prob (none if both are empty), then Finished; or Failed.
+    An echoed prompt is cut from the answer into `echo`."""
+    got = decode.answer(raw, strip_echo=echo.text if echo is not None else "")
+    if echo is not None and got.echo_logprobs:
+        echo.logprobs = list(got.echo_logprobs)
     events: list[GenerationEvent] = [got.delta] if got.delta is not None else []
     events.extend(got.tool_calls)
     if got.finished is None:

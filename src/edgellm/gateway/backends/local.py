@@ -10,8 +10,9 @@ from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
 from edgellm.gateway.health import ReplicaState
 from edgellm.wire import tools
+from edgellm.wire.echo import Echo
 from edgellm.wire.params import generation_request
-from edgellm.wire.schemas import ChatCompletionRequest
+from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 
 
 class LocalBackend:
@@ -24,10 +25,9 @@ class LocalBackend:
         self.model = model
         self.state = state
 
-    async def open(self, call: Call) -> tuple[EventStream, str]:
+    async def open(self, call: Call) -> tuple[EventStream, Echo]:
         engine = self.pool.get(self.model)
         body = call.body
-        echo = ""
         tool_plan = None
         if isinstance(body, ChatCompletionRequest):
             template = engine.tool_template
@@ -40,8 +40,6 @@ class LocalBackend:
         else:
             text = body.prompt
             prompt = await off_loop(len(text), lambda: engine.text_prompt(text))
-            if body.echo:
-                echo = body.prompt if isinstance(body.prompt, str) else engine.detokenize(prompt)
         gen = generation_request(
             body,
             prompt,
@@ -50,6 +48,14 @@ class LocalBackend:
             min_top_logprobs=call.force_top_logprobs,
             tool_plan=tool_plan,
         )
+        echo = Echo()  # none
+        if isinstance(body, CompletionRequest) and body.echo:
+            engine.check(gen)  # a request to refuse is refused before its prompt is scored
+            echo = Echo(body.prompt if isinstance(body.prompt, str) else engine.detokenize(prompt))
+            if body.logprobs is not None:
+                # the scoring job of /v1/loglikelihood; it leaves the prompt in a slot's cache,
+                # which the generation then reuses
+                echo.logprobs = await engine.prompt_logprobs(prompt, body.logprobs)
         stream: EventStream = engine.submit(gen)  # a full queue raises OverloadedError (429)
         if tool_plan is not None:
             stream = tools.ToolCallStream(stream, tool_plan)

@@ -10,6 +10,11 @@ from stays open (its tokens held back, its generation going on) until a higher t
 first token. If none does (every higher tier fails before its first token, is down, or misses
 the escalation deadline), that lower answer is served, marked `degraded` in the route. A tier
 whose replicas are all down is skipped without being tried.
+
+A text completion with `echo` is never escalated: its log-probs score the prompt under the model
+that answers (lm-eval's log-likelihood requests), and a confidence judged on its one or no
+generated token says nothing about that. It goes to the first tier that answers (a tier that is
+down or fails is still skipped), with the route's `signals.echo` saying so.
 """
 
 from __future__ import annotations
@@ -99,7 +104,11 @@ class CascadePolicy:
         threshold = self.threshold()
         deadline_s = self.deadline_s(call)
         info.threshold = threshold
-        call.needs_stream = True  # tokens are scored as they arrive, the small answer cut early
+        scoring = call.echoes_prompt  # one model's scores of the prompt: not escalated
+        if scoring:
+            info.signals["echo"] = "not escalated"
+        # tokens are scored as they arrive, the small answer cut early
+        call.needs_stream = not scoring
         info.signals["scorer"] = self.config.scorer.kind
         info.signals["early_abort_tokens"] = self.config.early_abort_tokens
         if deadline_s is not None:
@@ -121,7 +130,7 @@ class CascadePolicy:
                     if held is None:
                         leaving = {"from": model.name, "cause": "down"}
                     continue
-                call.force_top_logprobs = None if last else self.config.top_logprobs
+                call.force_top_logprobs = None if last or scoring else self.config.top_logprobs
                 deadline = None
                 if held is not None and deadline_s is not None:
                     deadline = held.since + deadline_s
@@ -140,7 +149,7 @@ class CascadePolicy:
                 if held is not None:  # a higher tier has answered: the lower answer goes
                     held.routed.stream.cancel()
                     held = None
-                if last:
+                if last or scoring:
                     return self._keep(routed, [])
                 try:
                     buffered, logprobs, ended = await self._probe(routed)
