@@ -227,9 +227,7 @@ class HttpStream:
     async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
         # the echo's log-probs come in the first chunk, before any event: `echo` has them
         # by the time the router reads the first event
-        reader = decode.StreamReader(
-            strip_echo=self._echo.text, echo_logprobs=self._echo.logprobs
-        )
+        reader = decode.StreamReader(strip_echo=self._echo.text, echo_logprobs=self._echo.logprobs)
         response = self._response
         try:
             while (data := await response.next_chunk(self._read_timeout)) is not None:
@@ -266,9 +264,7 @@ class HttpStream:
         yield finished
 
 
-def _answer_events(
-    raw: bytes, source: str, *, echo: Echo | None = None
-) -> list[GenerationEvent]:
+def _answer_events(raw: bytes, source: str, *, echo: Echo | None = None) -> list[GenerationEvent]:
     """A whole chat or text completion as the events its SSE stream would have given: one
     delta with the text and every log-prob (none if both are empty), then Finished; or Failed.
     An echoed prompt is cut from the answer into `echo`."""
