@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -13,6 +12,9 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
+
+from edgellm.engine.types import TextDelta
+from edgellm.wire import decode
 
 console = Console(highlight=False)
 
@@ -53,31 +55,25 @@ class ChatSession:
             "max_tokens": self.max_tokens,
         }
         started = time.perf_counter()
+        reader = decode.StreamReader(strict=True)
         with self.client.stream("POST", "/chat/completions", json=body) as response:
             if response.status_code != 200:
-                response.read()
                 raise ChatError(_error_message(response))
             for line in response.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                payload = line[len("data: ") :]
-                if payload == "[DONE]":
-                    break
-                chunk = json.loads(payload)
-                if "error" in chunk:
-                    raise ChatError(chunk["error"].get("message", "stream error"))
-                if chunk.get("usage"):
-                    stats.completion_tokens = chunk["usage"].get("completion_tokens")
-                timings = chunk.get("timings")
-                if timings and timings.get("predicted_per_second"):
-                    stats.server_decode_tps = float(timings["predicted_per_second"])
-                for choice in chunk.get("choices", []):
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
+                for delta in reader.line(line):
+                    if isinstance(delta, TextDelta) and delta.text:
                         if stats.chunks == 0:
                             stats.ttft_s = time.perf_counter() - started
                         stats.chunks += 1
-                        yield text
+                        yield delta.text
+                if reader.error is not None:
+                    raise ChatError(reader.error)
+                if reader.ended:
+                    break
+        if reader.usage:
+            stats.completion_tokens = reader.usage.get("completion_tokens")
+        if reader.timings.get("predicted_per_second"):
+            stats.server_decode_tps = float(reader.timings["predicted_per_second"])
         stats.elapsed_s = time.perf_counter() - started
 
 
@@ -86,10 +82,7 @@ class ChatError(Exception):
 
 
 def _error_message(response: httpx.Response) -> str:
-    try:
-        return f"{response.status_code}: {response.json()['error']['message']}"
-    except (ValueError, KeyError, TypeError):
-        return f"{response.status_code}: {response.text[:200]}"
+    return f"{response.status_code}: {decode.error_text(response.read(), limit=200)}"
 
 
 def _first_model(client: httpx.Client) -> str:

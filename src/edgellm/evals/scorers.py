@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from edgellm.wire import decode
+
 
 class EvalBackendError(Exception):
     """The server cannot score (missing endpoint, error response)."""
@@ -31,10 +33,7 @@ class Scorer(Protocol):
 
 
 def _error(response: httpx.Response) -> str:
-    try:
-        return f"{response.status_code}: {response.json()['error']['message']}"
-    except (ValueError, KeyError, TypeError):
-        return f"{response.status_code}: {response.text[:300]}"
+    return f"{response.status_code}: {decode.error_text(response.content, limit=300)}"
 
 
 class LoglikelihoodScorer:

@@ -234,3 +234,16 @@ def test_run_eval_writes_items_and_resumes(tmp_path: Path) -> None:
     assert set(rows[0]) >= {"model", "task", "item_id", "correct", "choice_logprobs"}
     assert summary.accuracy.correct == sum(r["correct"] for r in rows)
     assert json.loads((tmp_path / "summary.json").read_text())["accuracy"]["n"] == 5
+
+
+@pytest.mark.parametrize(
+    ("response", "shown"),
+    [
+        (httpx.Response(404, json={"error": {"message": "no such model"}}), "404: no such model"),
+        (httpx.Response(502, text="<html>bad gateway</html>"), "502: <html>bad gateway</html>"),
+    ],
+)
+def test_a_failed_request_names_the_servers_message(response: httpx.Response, shown: str) -> None:
+    """The server's `error.message` when it sent one, else the start of its body."""
+    with pytest.raises(EvalBackendError, match=f"/v1/loglikelihood failed: {shown}$"):
+        LoglikelihoodScorer(_mock(lambda _: response), "m").score([("a", " b")])
