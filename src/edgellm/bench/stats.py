@@ -158,17 +158,23 @@ class Difference(BaseModel):
     """At the 5 % level; None when there are too few values to tell."""
 
 
+def _untested(method: str, a: Sequence[float], b: Sequence[float]) -> Difference:
+    """The means and their difference, with no interval or test: too few values for `method`."""
+    ma = sum(a) / len(a) if a else None
+    mb = sum(b) / len(b) if b else None
+    diff = mb - ma if ma is not None and mb is not None else None
+    return Difference(
+        method=method, n_a=len(a), n_b=len(b), mean_a=ma, mean_b=mb, difference=diff,
+        low=None, high=None, p_value=None, significant=None,
+    )  # fmt: skip
+
+
 def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Difference:
     """Welch's unequal-variance t-test (two-sided) and interval for mean(b) - mean(a)."""
     na, nb = len(a), len(b)
-    ma = sum(a) / na if na else None
-    mb = sum(b) / nb if nb else None
-    if na < 2 or nb < 2 or ma is None or mb is None:
-        diff = mb - ma if ma is not None and mb is not None else None
-        return Difference(
-            method="welch", n_a=na, n_b=nb, mean_a=ma, mean_b=mb, difference=diff,
-            low=None, high=None, p_value=None, significant=None,
-        )  # fmt: skip
+    if na < 2 or nb < 2:
+        return _untested("welch", a, b)
+    ma, mb = sum(a) / na, sum(b) / nb
     va = sum((x - ma) ** 2 for x in a) / (na - 1)
     vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
     se2 = va / na + vb / nb
@@ -208,13 +214,7 @@ def bootstrap(
     """
     na, nb = len(a), len(b)
     if na < MIN_BOOTSTRAP or nb < MIN_BOOTSTRAP:
-        ma = sum(a) / na if na else None
-        mb = sum(b) / nb if nb else None
-        diff = mb - ma if ma is not None and mb is not None else None
-        return Difference(
-            method="bootstrap", n_a=na, n_b=nb, mean_a=ma, mean_b=mb, difference=diff,
-            low=None, high=None, p_value=None, significant=None,
-        )  # fmt: skip
+        return _untested("bootstrap", a, b)
     rng = random.Random(seed)
     ma, mb = sum(a) / na, sum(b) / nb
     diffs = sorted(

@@ -76,7 +76,10 @@ def test_welch_known_example() -> None:
     assert d.significant is False and d.low is not None and d.low < 0 < (d.high or 0)
     far = welch([1.0, 1.1, 0.9, 1.0], [2.0, 2.1, 1.9, 2.05])
     assert far.significant is True and far.p_value is not None and far.p_value < 1e-4
-    assert welch([1.0], [2.0, 3.0]).significant is None  # one run: cannot tell
+    one = welch([1.0], [2.0, 3.0])  # one run: cannot tell, but the means are known
+    assert one.significant is None and one.low is None and one.p_value is None
+    assert (one.method, one.mean_a, one.mean_b, one.difference) == ("welch", 1.0, 2.5, 1.5)
+    assert welch([], [2.0]).difference is None
 
 
 def test_bootstrap_tells_apart_only_real_differences() -> None:
@@ -90,7 +93,9 @@ def test_bootstrap_tells_apart_only_real_differences() -> None:
     # seeded: the same answer twice
     assert bootstrap(a, same) == bootstrap(a, same)
     # four requests a side are too few to tell, however far apart
-    assert bootstrap([1.0, 1.1, 0.9, 1.0], [9.0, 9.1, 8.9, 9.0]).significant is None
+    few = bootstrap([1.0, 1.1, 0.9, 1.0], [9.0, 9.1, 8.9, 9.0])
+    assert few.significant is None and few.high is None
+    assert few.method == "bootstrap" and few.difference == pytest.approx(8.0)
     assert bootstrap([1.0, 1.1, 0.9, 1.0, 1.05], [9.0, 9.1, 8.9, 9.0, 9.05]).significant is True
 
 
