@@ -132,17 +132,17 @@ class PerfCounters:
         return self.n_prompt_eval + self.n_eval
 
 
-class LlamaModel:
-    """One loaded GGUF model with one context (KV cache) and a reusable decode batch."""
+class LlamaWeights:
+    """One loaded GGUF model (weights and vocabulary) without a context: what tokenizing needs,
+    and what every context of the model (generation, embeddings) shares."""
 
-    def __init__(self, path: Path, settings: LlamaSettings) -> None:
+    def __init__(self, path: Path, *, use_mmap: bool = True) -> None:
         if not path.is_file():
             raise ModelNotFoundError(f"model file not found: {path}")
         _init_backend()
         self.path = path
-        self.settings = settings
         mparams = llama_cpp.llama_model_default_params()
-        mparams.use_mmap = settings.use_mmap
+        mparams.use_mmap = use_mmap
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
             raise LlamaError(f"llama.cpp could not load {path}")
@@ -150,39 +150,7 @@ class LlamaModel:
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        threads = settings.n_threads or default_threads()
-
-        cparams = llama_cpp.llama_context_default_params()
-        window = min(settings.n_ctx, self.n_ctx_train) if self.n_ctx_train else settings.n_ctx
-        cparams.n_ctx = window if settings.kv_unified else window * settings.n_seq_max
-        cparams.n_batch = settings.n_batch
-        cparams.n_ubatch = min(settings.n_ubatch, settings.n_batch)
-        cparams.n_seq_max = settings.n_seq_max
-        cparams.kv_unified = settings.kv_unified or settings.n_seq_max == 1
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        cparams.no_perf = False
-        # A full-size sliding-window cache lets us keep a conversation's prefix and cut it at any
-        # position (Gemma 3 uses SWA); it costs little memory at edge context sizes.
-        cparams.swa_full = True
-        if settings.flash_attn is not None:
-            cparams.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-                if settings.flash_attn
-                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            )
-        ctx = llama_cpp.llama_init_from_model(model, cparams)
-        if not ctx:
-            llama_cpp.llama_model_free(model)
-            raise LlamaError(f"llama.cpp could not create a context for {path}")
-        self._ctx = ctx
-        self._mem = llama_cpp.llama_get_memory(ctx)
-        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(ctx))  # the window of one sequence
-        self.kv_cells = int(llama_cpp.llama_n_ctx(ctx))  # all sequences together
-        self.n_threads = threads
-        self.n_seq_max = settings.n_seq_max
-        self._batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
-        self._batch_len = 0
+        self.n_embd = int(llama_cpp.llama_model_n_embd_out(model))
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._closed = False
@@ -259,6 +227,68 @@ class LlamaModel:
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    @property
+    def vocab(self) -> Any:
+        return self._vocab
+
+    @property
+    def model(self) -> Any:
+        """The llama_model pointer, for the contexts that share these weights."""
+        return self._model
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        llama_cpp.llama_model_free(self._model)
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class LlamaModel(LlamaWeights):
+    """One loaded GGUF model with one generation context (KV cache) and a reusable decode
+    batch."""
+
+    def __init__(self, path: Path, settings: LlamaSettings) -> None:
+        super().__init__(path, use_mmap=settings.use_mmap)
+        self.settings = settings
+        model = self._model
+        threads = settings.n_threads or default_threads()
+
+        cparams = llama_cpp.llama_context_default_params()
+        window = min(settings.n_ctx, self.n_ctx_train) if self.n_ctx_train else settings.n_ctx
+        cparams.n_ctx = window if settings.kv_unified else window * settings.n_seq_max
+        cparams.n_batch = settings.n_batch
+        cparams.n_ubatch = min(settings.n_ubatch, settings.n_batch)
+        cparams.n_seq_max = settings.n_seq_max
+        cparams.kv_unified = settings.kv_unified or settings.n_seq_max == 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.no_perf = False
+        # A full-size sliding-window cache lets us keep a conversation's prefix and cut it at any
+        # position (Gemma 3 uses SWA); it costs little memory at edge context sizes.
+        cparams.swa_full = True
+        if settings.flash_attn is not None:
+            cparams.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if settings.flash_attn
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            super().close()
+            raise LlamaError(f"llama.cpp could not create a context for {path}")
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(ctx))  # the window of one sequence
+        self.kv_cells = int(llama_cpp.llama_n_ctx(ctx))  # all sequences together
+        self.n_threads = threads
+        self.n_seq_max = settings.n_seq_max
+        self._batch = llama_cpp.llama_batch_init(settings.n_batch, 0, 1)
+        self._batch_len = 0
 
     # -- KV cache ---------------------------------------------------------------------------
 
@@ -389,24 +419,15 @@ class LlamaModel:
         )
 
     @property
-    def vocab(self) -> Any:
-        return self._vocab
-
-    @property
     def ctx(self) -> Any:
         return self._ctx
 
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
-        llama_cpp.llama_model_free(self._model)
-
-    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
-        with contextlib.suppress(Exception):
-            self.close()
+        super().close()
 
 
 class Sampler:
