@@ -69,6 +69,40 @@ class EngineConfig(BaseModel):
     default_max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
 
 
+class EmbeddingConfig(BaseModel):
+    """How a model that serves `/v1/embeddings` embeds (a second llama.cpp context on the same
+    weights: its own KV cache, its own worker thread)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_ctx: int = Field(512, ge=8, description="the most tokens one input may have")
+    n_batch: int = Field(
+        128,
+        ge=8,
+        description="tokens per llama_decode for models pooled by EdgeLLM (decoder-only: mean "
+        "pooling); llama.cpp computes n_vocab logits per token of a batch, so this sets the "
+        "context's memory (n_vocab x n_batch x 4 bytes)",
+    )
+    n_seq_max: int = Field(32, ge=1, le=256, description="inputs per llama_decode, at most")
+    n_threads: int = Field(0, ge=0, description="0 = one per CPU available to the process")
+    pooling: Literal["model", "mean", "cls", "last"] = Field(
+        "model",
+        description="model: the GGUF's <arch>.pooling_type (mean when it declares none, as "
+        "decoder-only chat models do); mean, cls, last: llama.cpp pools, whatever the GGUF says",
+    )
+    max_queue: int = Field(32, ge=0, description="embedding requests that may wait; more get 429")
+
+
+Capability = Literal["generation", "embeddings"]
+CAPABILITIES: tuple[Capability, ...] = ("generation", "embeddings")
+
+
+def _check_serves(v: list[Capability]) -> list[Capability]:
+    if len(set(v)) != len(v):
+        raise ValueError("each capability at most once")
+    return v
+
+
 Tier = Literal["edge-small", "edge-large", "cloud"]
 TIERS: tuple[Tier, ...] = ("edge-small", "edge-large", "cloud")
 _NAME = r"^[A-Za-z0-9._:/-]+$"
@@ -83,10 +117,19 @@ class ModelConfig(BaseModel):
     source: str = Field(description="bundled name, path to a .gguf, or repo_id/file.gguf")
     aliases: list[str] = Field(default_factory=list)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    serves: list[Capability] = Field(
+        default_factory=lambda: ["generation"],
+        min_length=1,
+        description="generation (chat and text completions), embeddings (/v1/embeddings), or "
+        "both; a model that only embeds gets no generation context",
+    )
+    embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     # gateway view of the model
     tier: Tier = "edge-small"
     cost_per_1k_tokens: float = Field(0.0, ge=0.0)
     context_length: int | None = Field(None, ge=1, description="None: the engine's n_ctx")
+
+    _serves = field_validator("serves")(_check_serves)
 
 
 class ServerConfig(BaseModel):
@@ -98,12 +141,19 @@ class ServerConfig(BaseModel):
 
 
 BUNDLED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+# SmolLM2 also embeds (its embedding context adds ~50 MB); Gemma 3's 262k-token vocabulary makes
+# llama.cpp's per-token logits in embedding mode cost ~4x that, so it only generates by default.
+BUNDLED_SERVES: dict[str, list[Capability]] = {
+    "smollm2-135m-instruct": ["generation", "embeddings"],
+    "gemma3-270m": ["generation"],
+}
 
 
 def bundled_model_configs() -> list[ModelConfig]:
     tiers: tuple[Tier, ...] = ("edge-small", "edge-large")
     return [
-        ModelConfig(name=n, source=n, tier=t) for n, t in zip(BUNDLED_MODELS, tiers, strict=True)
+        ModelConfig(name=n, source=n, tier=t, serves=BUNDLED_SERVES[n])
+        for n, t in zip(BUNDLED_MODELS, tiers, strict=True)
     ]
 
 
@@ -173,6 +223,14 @@ class RemoteModelConfig(BaseModel):
     cost_per_1k_tokens: float = Field(0.0, ge=0.0)
     context_length: int = Field(8192, ge=1)
     backends: list[HttpBackendConfig] = Field(min_length=1)
+    serves: list[Capability] = Field(
+        default_factory=lambda: ["generation"],
+        min_length=1,
+        description="what its replicas serve: generation, embeddings (/v1/embeddings: EdgeLLM "
+        "nodes, llama-server started with --embeddings, OpenAI), or both",
+    )
+
+    _serves = field_validator("serves")(_check_serves)
 
 
 class PolicyConfig(BaseModel):

@@ -112,6 +112,11 @@ class Engine:
     def scheduler(self) -> Scheduler:
         return self._scheduler
 
+    @property
+    def weights(self) -> LlamaModel:
+        """The loaded model, for an embedding context that shares its weights."""
+        return self._model
+
     # -- prompts ----------------------------------------------------------------------------
 
     def chat_prompt(

@@ -14,10 +14,12 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from edgellm.config import ModelConfig
+from edgellm.config import Capability, ModelConfig
+from edgellm.engine.embedding import EmbeddingEngine
 from edgellm.engine.engine import Engine, FinishListener
 from edgellm.engine.jobs import SchedulerStats
-from edgellm.errors import EdgeLLMError, ModelNotFoundError, NotReadyError
+from edgellm.engine.llama import LlamaWeights
+from edgellm.errors import EdgeLLMError, InvalidRequestError, ModelNotFoundError, NotReadyError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,9 @@ class EnginePool:
         self._configs = models
         self._resolve = resolve
         self._engines: dict[str, Engine] = {}
+        self._embedders: dict[str, EmbeddingEngine] = {}
+        self._weights: dict[str, LlamaWeights] = {}  # models that only embed
+        self._serves: dict[str, list[Capability]] = {cfg.name: cfg.serves for cfg in models}
         self._names: dict[str, str] = {}  # name or alias -> model name
         for cfg in models:
             for key in (cfg.name, *cfg.aliases):
@@ -80,10 +85,17 @@ class EnginePool:
             for cfg in self._configs:
                 started = time.perf_counter()
                 path = self._resolve(cfg.source)
-                engine = Engine.load(cfg.name, path, cfg.engine)
-                for listener in self._listeners:
-                    engine.add_listener(listener)
-                self._engines[cfg.name] = engine
+                weights: LlamaWeights
+                if "generation" in cfg.serves:
+                    engine = Engine.load(cfg.name, path, cfg.engine)
+                    for listener in self._listeners:
+                        engine.add_listener(listener)
+                    self._engines[cfg.name] = engine
+                    weights = engine.weights
+                else:  # no generation context: the weights alone
+                    weights = self._weights[cfg.name] = LlamaWeights(path)
+                if "embeddings" in cfg.serves:
+                    self._embedders[cfg.name] = EmbeddingEngine(cfg.name, weights, cfg.embeddings)
                 log.info(
                     "loaded %s from %s in %.1f s", cfg.name, path, time.perf_counter() - started
                 )
@@ -114,15 +126,44 @@ class EnginePool:
         return [cfg.name for cfg in self._configs]
 
     def get(self, name: str) -> Engine:
+        """The generation engine of `name` (a 400 for a model that only embeds)."""
+        canonical = self._canonical(name)
+        if "generation" not in self._serves[canonical]:
+            raise InvalidRequestError(
+                f"'{name}' is an embedding model: it serves /v1/embeddings only", param="model"
+            )
+        engine = self._engines.get(canonical)
+        if engine is None:
+            raise self._not_ready(canonical)
+        return engine
+
+    def embedder(self, name: str) -> EmbeddingEngine:
+        """The embedding engine of `name` (a 400 naming the models that embed, if it does not)."""
+        canonical = self._canonical(name)
+        if "embeddings" not in self._serves[canonical]:
+            able = [n for n, serves in self._serves.items() if "embeddings" in serves]
+            raise InvalidRequestError(
+                f"'{name}' does not serve embeddings; models that do: {', '.join(able) or 'none'}",
+                param="model",
+            )
+        embedder = self._embedders.get(canonical)
+        if embedder is None:
+            raise self._not_ready(canonical)
+        return embedder
+
+    def serves(self, name: str) -> list[Capability]:
+        return list(self._serves[self._canonical(name)])
+
+    def _canonical(self, name: str) -> str:
         canonical = self._names.get(name)
         if canonical is None:
             raise ModelNotFoundError.unknown(name, list(self._names))
-        engine = self._engines.get(canonical)
-        if engine is None:
-            if self.state is PoolState.FAILED:
-                raise NotReadyError("model loading failed; the server log says why")
-            raise NotReadyError(f"model '{canonical}' is still loading")
-        return engine
+        return canonical
+
+    def _not_ready(self, canonical: str) -> NotReadyError:
+        if self.state is PoolState.FAILED:
+            return NotReadyError("model loading failed; the server log says why")
+        return NotReadyError(f"model '{canonical}' is still loading")
 
     def engines(self) -> Iterable[Engine]:
         return list(self._engines.values())
@@ -144,6 +185,12 @@ class EnginePool:
         return [k for k, v in self._names.items() if v == name and k != name]
 
     def close(self) -> None:
+        for embedder in self._embedders.values():  # before the weights they use
+            embedder.close()
+        self._embedders.clear()
         for engine in self.engines():
             engine.close()
         self._engines.clear()
+        for weights in self._weights.values():
+            weights.close()
+        self._weights.clear()
