@@ -116,14 +116,21 @@ def _pi_affinity(spec: ClusterSpec, extra: dict[str, str], instance: str) -> Obj
                 "nodeSelectorTerms": [{"matchExpressions": exprs}]
             }
         },
-        # Replicas of one model on different Pis: one Pi failing leaves the others serving.
+        **_spread({"app.kubernetes.io/instance": instance}),
+    }
+
+
+def _spread(match_labels: dict[str, str]) -> Obj:
+    """Replicas of one workload on different machines, where they fit: one Pi failing leaves
+    the others serving."""
+    return {
         "podAntiAffinity": {
             "preferredDuringSchedulingIgnoredDuringExecution": [
                 {
                     "weight": 100,
                     "podAffinityTerm": {
                         "topologyKey": "kubernetes.io/hostname",
-                        "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": instance}},
+                        "labelSelector": {"matchLabels": match_labels},
                     },
                 }
             ]
@@ -283,21 +290,7 @@ def gateway_objects(spec: ClusterSpec) -> list[Obj]:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    affinity: Obj = {
-        "podAntiAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "weight": 100,
-                    "podAffinityTerm": {
-                        "topologyKey": "kubernetes.io/hostname",
-                        "labelSelector": {"matchLabels": selector},
-                    },
-                }
-            ]
-        }
-    }
-    if gw.run_on_pis:
-        affinity = _pi_affinity(spec, {}, name)
+    affinity = _pi_affinity(spec, {}, name) if gw.run_on_pis else _spread(selector)
     checksum = hashlib.sha256(text.encode()).hexdigest()[:16]
     deployment: Obj = {
         "apiVersion": "apps/v1",
