@@ -140,6 +140,10 @@ class PrefixIndex:
 
     def _evict(self, replica: str) -> None:
         h, _ = self.lru[replica].popitem(last=False)
+        self._unhold(h, replica)
+
+    def _unhold(self, h: int, replica: str) -> None:
+        """`replica` no longer holds block `h` (already out of its LRU)."""
         holders = self.where[h]
         holders.discard(replica)
         if not holders:
@@ -158,11 +162,7 @@ class PrefixIndex:
 
     def forget(self, replica: str) -> None:
         for h in self.lru.pop(replica, OrderedDict()):
-            holders = self.where[h]
-            holders.discard(replica)
-            if not holders:
-                del self.where[h]
-            self.size -= 1
+            self._unhold(h, replica)
         self.capacity.pop(replica, None)
 
     def replicas(self) -> set[str]:

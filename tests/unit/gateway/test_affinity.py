@@ -161,6 +161,16 @@ def test_the_whole_index_is_bounded_in_blocks() -> None:
     assert sum(len(v) for v in index.where.values()) == index.size
 
 
+def test_a_forgotten_replica_leaves_the_blocks_others_hold() -> None:
+    index = PrefixIndex(block=16, capacity_blocks=1000, max_blocks=1000)
+    index.insert("r0", [1, 2, 3])
+    index.insert("r1", [1, 2])
+    index.forget("r0")
+    assert index.match([1, 2, 3], ["r0", "r1"]) == {"r0": 0, "r1": 2}
+    assert 3 not in index.where and index.where[1] == {"r1"}  # r0's own block is gone
+    assert index.size == 2 and index.replicas() == {"r1"}
+
+
 def test_a_reported_miss_shrinks_the_replica_capacity_and_hits_grow_it_back() -> None:
     settings = AffinitySettings(block_bytes=64, capacity_tokens=2000)
     aff = ReplicaAffinity("m", settings)
