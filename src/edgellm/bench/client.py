@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -35,16 +36,6 @@ class RequestSpec:
 
 
 TokenCallback = Callable[[RequestRecord], None]
-
-
-class WireProtocol(Protocol):
-    async def send(
-        self,
-        client: httpx.AsyncClient,
-        spec: RequestSpec,
-        record: RequestRecord,
-        on_token: TokenCallback | None = None,
-    ) -> None: ...
 
 
 class _Clock:
@@ -104,18 +95,18 @@ async def _lines(response: httpx.Response) -> AsyncIterator[str]:
             yield line
 
 
-class _StreamingProtocol:
-    """What both protocols do with a streamed answer: time every content chunk, and fail the
+class WireProtocol(ABC):
+    """What every protocol does with a streamed answer: time each content chunk, and fail the
     record on an error status or on a stream that ends before its final message. A protocol
     says how to ask (`request`) and how to read its lines (`read`)."""
 
+    @abstractmethod
     def request(self, spec: RequestSpec) -> tuple[str, dict[str, Any]]:
         """The path and JSON body of the streamed request."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def read(self, lines: AsyncIterator[str], record: RequestRecord, clock: _Clock) -> bool:
         """Read the answer's lines into `record` and `clock`; whether its final message came."""
-        raise NotImplementedError
 
     async def send(
         self,
@@ -138,7 +129,7 @@ class _StreamingProtocol:
         clock.finish()
 
 
-class OpenAIProtocol(_StreamingProtocol):
+class OpenAIProtocol(WireProtocol):
     def request(self, spec: RequestSpec) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": spec.model,
@@ -177,7 +168,7 @@ class OpenAIProtocol(_StreamingProtocol):
         return reader.done or record.finish_reason is not None
 
 
-class OllamaProtocol(_StreamingProtocol):
+class OllamaProtocol(WireProtocol):
     def request(self, spec: RequestSpec) -> tuple[str, dict[str, Any]]:
         options: dict[str, Any] = {"temperature": spec.temperature, "num_predict": spec.max_tokens}
         if spec.seed is not None:
