@@ -7,21 +7,26 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from edgellm.testbed.cluster import Testbed
-from edgellm.wire import decode
 
 pytest.importorskip(
     "edgellm.gateway.router", reason="the gateway (edgellm.gateway) is not in this tree yet"
 )
 
 from edgellm.testbed.gateway import GatewayProcess
+from tests.faults import (
+    chat_body,
+    check_no_accepted_request_lost,
+    kill_under_load,
+    replica_of,
+    wait_for,
+)
 
 HEALTH_S = 1.0  # the gateway's health-check and DNS re-resolution interval here
 MARGIN_S = 3.0  # a loaded 2-core machine: generous on every deadline
@@ -85,25 +90,6 @@ def gateway(testbed: Testbed) -> Iterator[GatewayProcess]:
         yield gw
 
 
-def _body(model: str, max_tokens: int = 8, *, stream: bool = False) -> dict[str, Any]:
-    return {
-        "model": model,
-        "messages": [{"role": "user", "content": "Count to ten."}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": stream,
-    }
-
-
-def _replica(response: httpx.Response) -> str | None:
-    for part in response.headers.get("x-edgellm-route", "").split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == "replica":
-            return value
-    return None
-
-
 def _router(gw: GatewayProcess) -> dict[str, Any]:
     state: dict[str, Any] = httpx.get(f"{gw.url}/v1/router", timeout=10).json()
     return state
@@ -114,127 +100,47 @@ def _replicas(gw: GatewayProcess, model: str) -> dict[str, Any]:
     return replicas
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float) -> float:
-    """Seconds until `predicate` held, polling every 50 ms; fails after `timeout`."""
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, "condition not reached in time"
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def _url(tb: Testbed, node: str) -> str:
     return f"{tb.nodes[node].url}/v1"
-
-
-@dataclass
-class Outcome:
-    kind: str
-    started: float
-    status: int
-    replica: str | None
-    result: str  # ok | error-event | broken | http-error
-
-
-def _stream(
-    client: httpx.Client,
-    body: dict[str, Any],
-    started: float,
-    on_token: Callable[[str | None], None] = lambda replica: None,
-) -> Outcome:
-    with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        if r.status_code != 200:
-            r.read()
-            return Outcome("stream", started, r.status_code, None, "http-error")
-        replica = _replica(r)
-        reader = decode.StreamReader()
-        for line in r.iter_lines():
-            for _ in reader.line(line):
-                on_token(replica)
-            if reader.error is not None:
-                break
-        finished = reader.finish_reason is not None
-        ok = finished and reader.done
-        result = "ok" if ok else "error-event" if reader.error is not None else "broken"
-        return Outcome("stream", started, 200, replica, result)
 
 
 def test_node_killed_under_load(testbed: Testbed, gateway: GatewayProcess) -> None:
     """No accepted request is lost except streams in flight on the dead node, which end with an
     error event; the gateway marks the node down within one health-check interval and new
-    requests go to the survivor."""
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
-    dead = _url(testbed, "n1")
-    streaming_from_dead = threading.Event()
-
-    def on_token(replica: str | None) -> None:
-        if replica == dead:
-            streaming_from_dead.set()
-
-    def worker(kind: str, count: int) -> None:
-        with httpx.Client(base_url=gateway.url, timeout=120) as client:
-            for _ in range(count):
-                started = time.monotonic()
-                if kind == "stream":
-                    outcome = _stream(client, _body("pair", 64, stream=True), started, on_token)
-                else:
-                    r = client.post("/v1/chat/completions", json=_body("pair", 12))
-                    ok = r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 12
-                    outcome = Outcome(
-                        "plain", started, r.status_code, _replica(r), "ok" if ok else r.text[:200]
-                    )
-                with lock:
-                    outcomes.append(outcome)
-
-    threads = [threading.Thread(target=worker, args=(kind, 4)) for kind in ["plain", "stream"] * 2]
-    for t in threads:
-        t.start()
-    # Kill n1 while a stream is mid-way on it (and whatever else it is serving).
-    assert streaming_from_dead.wait(timeout=120), "no stream reached n1"
-    in_flight = _replicas(gateway, "pair")[dead]["outstanding"]
-    killed_at = time.monotonic()
-    testbed.kill("n1")
-    detected_s = _wait_for(
-        lambda: not _replicas(gateway, "pair")[dead]["healthy"], timeout=HEALTH_S + 2 + MARGIN_S
+    requests go to the survivor (the scenario is tests/faults.py's, shared with the container
+    cluster)."""
+    dead, survivor = _url(testbed, "n1"), _url(testbed, "n2")
+    run = kill_under_load(
+        gateway.url,
+        "pair",
+        dead,
+        lambda: testbed.kill("n1"),
+        lambda: bool(_replicas(gateway, "pair")[dead]["healthy"]),
+        per_client=4,
+        detect_within_s=HEALTH_S + 2 + MARGIN_S,
     )
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a client hung"
     print(
-        f"n1 killed with {in_flight} requests in flight; marked down after {detected_s:.2f} s; "
-        f"{len(outcomes)} requests: {[(o.kind, o.result, o.replica) for o in outcomes]}"
+        f"n1 killed; marked down after {run.detected_s:.2f} s; {len(run.outcomes)} requests: "
+        f"{[(o.kind, o.result, o.replica) for o in run.outcomes]}"
     )
-
-    assert len(outcomes) == 4 * 4
-    assert any(o.result == "error-event" for o in outcomes)  # the stream cut on n1
-    for o in outcomes:
-        assert o.status == 200, o
-        if o.kind == "plain":
-            assert o.result == "ok", o
-        else:  # a stream on the dead node may end with an error event, never silently
-            assert o.result in {"ok", "error-event"}, o
-            if o.result == "error-event":
-                assert o.started < killed_at and o.replica == dead
-    assert detected_s <= HEALTH_S + 2 + MARGIN_S
-    later = [o for o in outcomes if o.started > killed_at + detected_s]
+    check_no_accepted_request_lost(run, dead, survivor)
+    later = [o for o in run.outcomes if o.started > run.killed_at + run.detected_s]
     assert later, "no request started after the kill was detected"
-    assert all(o.replica == _url(testbed, "n2") for o in later), later
 
 
 def test_killed_node_rejoins(testbed: Testbed, gateway: GatewayProcess) -> None:
     revived = _url(testbed, "n1")
     testbed.start("n1")  # returns once the node answers /health
-    rejoined_s = _wait_for(
+    rejoined_s = wait_for(
         lambda: _replicas(gateway, "pair")[revived]["healthy"], timeout=HEALTH_S + MARGIN_S
     )
     print(f"n1 back in the gateway's rotation {rejoined_s:.2f} s after it was ready")
     served = set()
     with httpx.Client(base_url=gateway.url, timeout=120) as client:
         for _ in range(6):
-            r = client.post("/v1/chat/completions", json=_body("pair", 4))
+            r = client.post("/v1/chat/completions", json=chat_body("pair", 4))
             assert r.status_code == 200, r.text
-            served.add(_replica(r))
+            served.add(replica_of(r))
     assert revived in served
 
 
@@ -243,7 +149,7 @@ def test_non_streamed_request_in_flight_on_a_killed_node_is_not_lost(
 ) -> None:
     """Nothing has reached the client yet, so the gateway may replay it on the survivor."""
     victim, survivor = _url(testbed, "n1"), _url(testbed, "n2")
-    body = _body("pair", 64)
+    body = chat_body("pair", 64)
     for _ in range(6):  # until one request is alone on n1 (the order rotates)
         result: dict[str, httpx.Response] = {}
 
@@ -253,7 +159,7 @@ def test_non_streamed_request_in_flight_on_a_killed_node_is_not_lost(
         thread = threading.Thread(target=send)
         thread.start()
         with contextlib.suppress(AssertionError):  # already finished: the next round retries
-            _wait_for(
+            wait_for(
                 lambda: any(r["outstanding"] for r in _replicas(gateway, "pair").values()),
                 timeout=30,
             )
@@ -270,9 +176,9 @@ def test_non_streamed_request_in_flight_on_a_killed_node_is_not_lost(
     print(f"in-flight request on the killed node: {r.status_code}, route: {route}")
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] == 64
-    assert _replica(r) == survivor  # answered in full by the node that survived
+    assert replica_of(r) == survivor  # answered in full by the node that survived
     testbed.start("n1")
-    _wait_for(lambda: _replicas(gateway, "pair")[victim]["healthy"], timeout=HEALTH_S + MARGIN_S)
+    wait_for(lambda: _replicas(gateway, "pair")[victim]["healthy"], timeout=HEALTH_S + MARGIN_S)
 
 
 @contextlib.contextmanager
@@ -284,28 +190,32 @@ def _partitioned(testbed: Testbed, gateway: GatewayProcess) -> Iterator[float]:
     testbed.partition_cloud()
     try:
         # Health checks time out after 2 s: one interval plus that timeout.
-        yield _wait_for(
+        yield wait_for(
             lambda: not _replicas(gateway, "cloud-only")[cloud]["healthy"],
             timeout=HEALTH_S + 2 + MARGIN_S,
         )
     finally:
         testbed.heal_cloud()
-    _wait_for(lambda: _replicas(gateway, "cloud-only")[cloud]["healthy"], timeout=2 * MARGIN_S)
+    wait_for(lambda: _replicas(gateway, "cloud-only")[cloud]["healthy"], timeout=2 * MARGIN_S)
 
 
 def test_cloud_partition_leaves_the_edge_serving(testbed: Testbed, gateway: GatewayProcess) -> None:
     cloud = f"{testbed.cloud_url}/v1"
     with httpx.Client(base_url=gateway.url, timeout=120) as client:
-        assert client.post("/v1/chat/completions", json=_body("cloud-only", 4)).status_code == 200
+        assert (
+            client.post("/v1/chat/completions", json=chat_body("cloud-only", 4)).status_code == 200
+        )
         with _partitioned(testbed, gateway) as down_s:
             print(f"cloud replica marked down {down_s:.2f} s after the cut")
             for model in ("pair", "edge-or-cloud"):
                 started = time.monotonic()
-                r = client.post("/v1/chat/completions", json=_body(model, 4))
+                r = client.post("/v1/chat/completions", json=chat_body(model, 4))
                 assert r.status_code == 200, r.text
-                assert _replica(r) != cloud
+                assert replica_of(r) != cloud
                 assert time.monotonic() - started < 30
-        assert client.post("/v1/chat/completions", json=_body("cloud-only", 4)).status_code == 200
+        assert (
+            client.post("/v1/chat/completions", json=chat_body("cloud-only", 4)).status_code == 200
+        )
 
 
 def test_cloud_partition_fails_cloud_only_requests_fast(
@@ -313,7 +223,7 @@ def test_cloud_partition_fails_cloud_only_requests_fast(
 ) -> None:
     with httpx.Client(base_url=gateway.url, timeout=120) as client, _partitioned(testbed, gateway):
         started = time.monotonic()
-        r = client.post("/v1/chat/completions", json=_body("cloud-only", 4))
+        r = client.post("/v1/chat/completions", json=chat_body("cloud-only", 4))
         failed_in = time.monotonic() - started
         print(f"cloud-only request during the partition: {r.status_code} in {failed_in:.2f} s")
         assert r.status_code == 503, r.text
@@ -330,7 +240,7 @@ def test_slow_node_is_avoided_by_the_latency_aware_policy(
         def warm() -> None:
             with httpx.Client(base_url=gateway.url, timeout=180) as client:
                 for _ in range(2):
-                    r = client.post("/v1/chat/completions", json=_body("fleet-load", 16))
+                    r = client.post("/v1/chat/completions", json=chat_body("fleet-load", 16))
                     assert r.status_code == 200, r.text
 
         threads = [threading.Thread(target=warm) for _ in range(3)]
@@ -344,9 +254,9 @@ def test_slow_node_is_avoided_by_the_latency_aware_policy(
         with httpx.Client(base_url=gateway.url, timeout=120) as client:
             chosen = []
             for _ in range(6):
-                r = client.post("/v1/chat/completions", json=_body("fleet-load", 16))
+                r = client.post("/v1/chat/completions", json=chat_body("fleet-load", 16))
                 assert r.status_code == 200, r.text
-                chosen.append(_replica(r))
+                chosen.append(replica_of(r))
         assert slow not in chosen, chosen
     finally:
         testbed.set_cpus("n1", 0.6)
@@ -355,14 +265,14 @@ def test_slow_node_is_avoided_by_the_latency_aware_policy(
 def test_headless_service_address_set_changes(testbed: Testbed, gateway: GatewayProcess) -> None:
     assert set(_replicas(gateway, "svc")) == {_url(testbed, "n1"), _url(testbed, "n2")}
     testbed.set_service(SERVICE, ["n3"])  # a rollout: the old pods go, a new one is ready
-    moved_s = _wait_for(
+    moved_s = wait_for(
         lambda: set(_replicas(gateway, "svc")) == {_url(testbed, "n3")}, timeout=HEALTH_S + MARGIN_S
     )
     print(f"gateway followed the new address set after {moved_s:.2f} s")
     with httpx.Client(base_url=gateway.url, timeout=120) as client:
         for _ in range(3):
-            r = client.post("/v1/chat/completions", json=_body("svc", 4))
+            r = client.post("/v1/chat/completions", json=chat_body("svc", 4))
             assert r.status_code == 200, r.text
-            assert _replica(r) == _url(testbed, "n3")
+            assert replica_of(r) == _url(testbed, "n3")
     testbed.set_service(SERVICE, ["n1", "n2", "n3"])  # scaled out
-    _wait_for(lambda: len(_replicas(gateway, "svc")) == 3, timeout=HEALTH_S + MARGIN_S)
+    wait_for(lambda: len(_replicas(gateway, "svc")) == 3, timeout=HEALTH_S + MARGIN_S)

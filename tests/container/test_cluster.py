@@ -1,14 +1,12 @@
 """The gateway container in front of two node containers on a container network, reached by name:
-`model: "auto"` answers from a replica; one node killed under load loses no accepted non-streamed
-request, its streams end with an error event, and the gateway marks it down, then up again once
-it is restarted."""
+`model: "auto"` answers from a replica; one node container killed under load loses no accepted
+non-streamed request, its streams end with an error event, and the gateway marks it down, then
+up again once the container is restarted (the scenario is tests/faults.py's, shared with the
+emulated cluster)."""
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +15,13 @@ import pytest
 import yaml
 
 from tests.container.engine import Engine, unique, wait_healthy
+from tests.faults import (
+    chat_body,
+    check_no_accepted_request_lost,
+    kill_under_load,
+    replica_of,
+    wait_for,
+)
 
 MODEL = "smollm2-135m-instruct"
 HEALTH_S = 1.0
@@ -84,7 +89,7 @@ def cluster(
             wait_healthy(engine, gateway, url)
             cluster = Cluster(gateway, url, {n: f"http://{n}:8080/v1" for n in nodes})
             # Both replicas loaded and seen healthy by the gateway.
-            _wait_for(lambda: all(r["healthy"] for r in _replicas(cluster).values()), 240)
+            wait_for(lambda: all(r["healthy"] for r in _replicas(cluster).values()), 240)
             yield cluster
         finally:
             engine.remove(*started)
@@ -96,145 +101,59 @@ def _replicas(cluster: Cluster) -> dict[str, Any]:
     return replicas
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float) -> float:
-    start = time.monotonic()
-    while True:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except (httpx.HTTPError, KeyError):
-            pass
-        assert time.monotonic() - start < timeout, "condition not reached in time"
-        time.sleep(0.1)
-
-
-def _replica(response: httpx.Response) -> str | None:
-    route: str = response.headers.get("x-edgellm-route", "")
-    for part in route.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == "replica":
-            return value
-    return None
-
-
-def _body(model: str, max_tokens: int, *, stream: bool = False) -> dict[str, Any]:
-    return {
-        "model": model,
-        "messages": [{"role": "user", "content": "Count to ten."}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": stream,
-    }
-
-
 def test_auto_answers_from_a_replica_named_in_the_route(cluster: Cluster) -> None:
     seen = set()
     with httpx.Client(base_url=cluster.url, timeout=120) as client:
         for _ in range(4):
-            r = client.post("/v1/chat/completions", json=_body("auto", 4))
+            r = client.post("/v1/chat/completions", json=chat_body("auto", 4))
             assert r.status_code == 200, r.text
             assert r.json()["usage"]["completion_tokens"] == 4
-            seen.add(_replica(r))
-        unknown = client.post("/v1/chat/completions", json=_body("no-such-model", 4))
+            seen.add(replica_of(r))
+        unknown = client.post("/v1/chat/completions", json=chat_body("no-such-model", 4))
         assert unknown.status_code == 404, unknown.text
     assert seen <= set(cluster.nodes.values()) and seen, seen
 
 
-@dataclass
-class Outcome:
-    kind: str
-    started: float
-    status: int
-    replica: str | None
-    result: str  # ok | error-event | broken | http-error | the body of a failed answer
-
-
-def _stream(
-    client: httpx.Client, started: float, on_token: Callable[[str | None], None]
-) -> Outcome:
-    with client.stream("POST", "/v1/chat/completions", json=_body(MODEL, 64, stream=True)) as r:
-        if r.status_code != 200:
-            r.read()
-            return Outcome("stream", started, r.status_code, None, "http-error")
-        replica = _replica(r)
-        finished = done = errored = False
-        for line in r.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                done = True
-                continue
-            chunk = json.loads(data)
-            errored |= "error" in chunk
-            finished |= any(c.get("finish_reason") for c in chunk.get("choices") or [])
-            if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
-                on_token(replica)
-        result = "ok" if finished and done else "error-event" if errored else "broken"
-        return Outcome("stream", started, 200, replica, result)
+def _address(engine: Engine, container: str) -> str:
+    return engine.run(
+        "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container
+    ).stdout.strip()
 
 
 def test_a_node_container_killed_under_load_loses_no_accepted_request_and_rejoins(
     engine: Engine, cluster: Cluster
 ) -> None:
+    """The kill-under-load scenario of the emulated cluster (tests/faults.py), here with what
+    only containers have: `podman kill` of the node's container, and its return after
+    `podman start` under the same name, which the gateway resolves again (its address may have
+    changed: the gateway's backend is the name, as a Service's DNS name is in K3s)."""
     victim, survivor = list(cluster.nodes)
     dead = cluster.nodes[victim]
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
-    streaming_from_dead = threading.Event()
-
-    def on_token(replica: str | None) -> None:
-        if replica == dead:
-            streaming_from_dead.set()
-
-    def worker(kind: str, count: int) -> None:
-        with httpx.Client(base_url=cluster.url, timeout=180) as client:
-            for _ in range(count):
-                started = time.monotonic()
-                if kind == "stream":
-                    outcome = _stream(client, started, on_token)
-                else:
-                    r = client.post("/v1/chat/completions", json=_body(MODEL, 12))
-                    ok = r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 12
-                    outcome = Outcome(
-                        "plain", started, r.status_code, _replica(r), "ok" if ok else r.text[:200]
-                    )
-                with lock:
-                    outcomes.append(outcome)
-
-    threads = [threading.Thread(target=worker, args=(k, 3)) for k in ["plain", "stream"] * 2]
-    for t in threads:
-        t.start()
-    assert streaming_from_dead.wait(timeout=180), f"no stream reached {victim}"
-    killed_at = time.monotonic()
-    engine.run("kill", victim)
-    down_s = _wait_for(lambda: not _replicas(cluster)[dead]["healthy"], HEALTH_S + 2 + MARGIN_S)
-    for t in threads:
-        t.join(timeout=400)
-    assert not any(t.is_alive() for t in threads), "a client hung"
-    print(f"{victim} killed; marked down after {down_s:.2f} s; {outcomes}")
-
-    assert len(outcomes) == 4 * 3
-    assert any(o.result == "error-event" for o in outcomes), outcomes  # the cut stream
-    for o in outcomes:
-        assert o.status == 200, o
-        if o.kind == "plain":
-            assert o.result == "ok", o  # replayed on the survivor if it was on the victim
-        else:
-            assert o.result in {"ok", "error-event"}, o
-            if o.result == "error-event":
-                assert o.started < killed_at and o.replica == dead, o
-    later = [o for o in outcomes if o.started > killed_at + down_s]
-    assert all(o.replica == cluster.nodes[survivor] for o in later), later
+    address_before = _address(engine, victim)
+    run = kill_under_load(
+        cluster.url,
+        MODEL,
+        dead,
+        lambda: engine.run("kill", victim),
+        lambda: bool(_replicas(cluster)[dead]["healthy"]),
+        per_client=3,
+        detect_within_s=HEALTH_S + 2 + MARGIN_S,
+        timeout_s=180,
+    )
+    print(f"{victim} killed; marked down after {run.detected_s:.2f} s; {run.outcomes}")
+    check_no_accepted_request_lost(run, dead, cluster.nodes[survivor])
 
     engine.run("start", victim)
-    up_s = _wait_for(lambda: _replicas(cluster)[dead]["healthy"], 240)
-    print(f"{victim} restarted; back in the gateway's rotation after {up_s:.2f} s")
+    up_s = wait_for(lambda: bool(_replicas(cluster)[dead]["healthy"]), 240)
+    address_after = _address(engine, victim)
+    print(
+        f"{victim} restarted ({address_before} -> {address_after}); back in the gateway's "
+        f"rotation after {up_s:.2f} s"
+    )
     served = set()
     with httpx.Client(base_url=cluster.url, timeout=120) as client:
         for _ in range(6):
-            r = client.post("/v1/chat/completions", json=_body(MODEL, 4))
+            r = client.post("/v1/chat/completions", json=chat_body(MODEL, 4))
             assert r.status_code == 200, r.text
-            served.add(_replica(r))
+            served.add(replica_of(r))
     assert dead in served, served

@@ -4,14 +4,17 @@ security context and ConfigMap, and the gateway answers a chat through the node.
 
 Podman has no Services, so the gateway's backend DNS name becomes the node pod's name on the
 podman network (what a headless Service's name gives in K3s), and the containers' ports are
-dropped (podman 4.3 would publish them on the host's port 8080). The kinds
-not played (Namespace, Service, Ingress, PodDisruptionBudget) are listed in docs/cluster.md with
-what covers them instead."""
+dropped (podman 4.3 would publish them on the host's port 8080). Every played object's name ends
+in the run's own suffix, so that two runs (or what a killed run left) never share a pod, a
+container or a ConfigMap. The kinds not played (Namespace, Service, Ingress,
+PodDisruptionBudget) are listed in docs/cluster.md with what covers them instead."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,11 @@ from tests.container.engine import Engine
 MODEL = "smollm2-135m-instruct"
 PLAYED = {"Deployment", "ConfigMap"}
 NOT_PLAYED = {"Namespace", "Service", "Ingress", "PodDisruptionBudget"}
-NODE_POD = f"{r.node_name(MODEL)}-pod-0"  # podman names a Deployment's (first) pod NAME-pod-0
+
+
+def pod(deployment: str, run: str) -> str:
+    """The (first) pod podman makes of a played Deployment: NAME-pod-0."""
+    return f"{deployment}-{run}-pod-0"
 
 
 def spec(image: str) -> ClusterSpec:
@@ -53,15 +60,19 @@ def spec(image: str) -> ClusterSpec:
     )  # fmt: skip
 
 
-def playable(spec: ClusterSpec) -> tuple[list[dict[str, Any]], set[str]]:
-    """The rendered objects podman plays (the Service name swapped for the pod's), and the kinds
-    left out."""
+def playable(spec: ClusterSpec, run: str) -> tuple[list[dict[str, Any]], set[str]]:
+    """The rendered objects podman plays, named for the run `run` (the Service name swapped for
+    the node pod's), and the kinds left out."""
     objects = [o for objs in r.render(spec).values() for o in objs]
     kept = [o for o in objects if o["kind"] in PLAYED]
     left = {o["kind"] for o in objects} - PLAYED
-    node_pod = NODE_POD
+    node_pod = pod(r.node_name(MODEL), run)
     for obj in kept:
+        obj["metadata"]["name"] = f"{obj['metadata']['name']}-{run}"
         if obj["kind"] == "Deployment":
+            for volume in obj["spec"]["template"]["spec"].get("volumes", []):
+                if "configMap" in volume:
+                    volume["configMap"]["name"] = f"{volume['configMap']['name']}-{run}"
             # Podman 4.3 publishes a containerPort without hostPort on the host's same port
             # (every interface); the pods are reached over the podman network instead, so the
             # ports go and the probes name the port by number.
@@ -77,13 +88,21 @@ def playable(spec: ClusterSpec) -> tuple[list[dict[str, Any]], set[str]]:
     return kept, left
 
 
+@dataclass
+class Played:
+    left: set[str]  # the kinds not played
+    node_pod: str
+    gateway_pod: str
+
+
 @pytest.fixture
-def played(engine: Engine, image: str, tmp_path: Path) -> Iterator[tuple[ClusterSpec, set[str]]]:
+def played(engine: Engine, image: str, tmp_path: Path) -> Iterator[Played]:
     if engine.name != "podman":
         pytest.skip("`kube play` is podman's; this machine uses docker")
     cluster = spec(image)
+    run = uuid.uuid4().hex[:8]
     with engine.network() as net:
-        objects, left = playable(cluster)
+        objects, left = playable(cluster, run)
         files = []
         # The node first: the gateway resolves its name when it starts.
         for kind_order in (("node",), ("gateway",)):
@@ -97,7 +116,7 @@ def played(engine: Engine, image: str, tmp_path: Path) -> Iterator[tuple[Cluster
         try:
             for path in files:
                 engine.run("kube", "play", "--network", net, str(path))
-            yield cluster, left
+            yield Played(left, pod(r.node_name(MODEL), run), pod("edgellm-gateway", run))
         finally:
             for path in files:
                 engine.run("kube", "down", str(path), check=False)
@@ -140,12 +159,11 @@ while True:
 
 
 def test_played_manifests_start_the_node_and_gateway_and_answer_a_chat(
-    engine: Engine, played: tuple[ClusterSpec, set[str]]
+    engine: Engine, played: Played
 ) -> None:
-    _, left = played
-    assert left == NOT_PLAYED  # the docs list exactly these
-    node = f"{NODE_POD}-node"
-    gateway = "edgellm-gateway-pod-0-gateway"
+    assert played.left == NOT_PLAYED  # the docs list exactly these
+    node = f"{played.node_pod}-node"
+    gateway = f"{played.gateway_pod}-gateway"
     assert _exec_json(engine, node, GET_HEALTH) == "ok"
     assert _exec_json(engine, gateway, GET_HEALTH) == "ok"
 
@@ -161,7 +179,7 @@ def test_played_manifests_start_the_node_and_gateway_and_answer_a_chat(
     assert answer["body"]["usage"]["completion_tokens"] >= 1
     # The backend is a DNS name (a headless Service in K3s): the replica is the address it
     # resolves to, the node pod's.
-    resolve = f"import json, socket; print(json.dumps(socket.gethostbyname('{NODE_POD}')))"
+    resolve = f"import json, socket; print(json.dumps(socket.gethostbyname('{played.node_pod}')))"
     address = _exec_json(engine, gateway, resolve)
     assert f"replica=http://{address}:{r.PORT}/v1" in (answer["route"] or ""), answer["route"]
 
@@ -170,9 +188,30 @@ def test_only_the_listed_kinds_are_left_out_and_the_service_name_is_swapped() ->
     cluster = spec("localhost/edgellm:test")
     objects = [o for objs in r.render(cluster).values() for o in objs]
     assert {o["kind"] for o in objects} == PLAYED | NOT_PLAYED
-    kept, left = playable(cluster)
+    kept, left = playable(cluster, "run1")
     assert left == NOT_PLAYED
     text = yaml.safe_dump(kept)
     assert "containerPort" not in text and "hostPort" not in text
     assert r.service_dns(cluster, MODEL) not in text
-    assert f"{r.node_name(MODEL)}-pod-0" in text
+    assert pod(r.node_name(MODEL), "run1") in text
+
+
+def test_two_runs_share_no_name() -> None:
+    """Pods, containers and ConfigMap volumes are named after the played objects: two runs at
+    once (or a killed run's leftovers) would collide on fixed names."""
+    cluster = spec("localhost/edgellm:test")
+
+    def names(run: str) -> set[str]:
+        kept, _ = playable(cluster, run)
+        configmaps = {o["metadata"]["name"] for o in kept if o["kind"] == "ConfigMap"}
+        for o in kept:  # every ConfigMap a Deployment mounts is one this run plays
+            if o["kind"] == "Deployment":
+                for volume in o["spec"]["template"]["spec"].get("volumes", []):
+                    if "configMap" in volume:
+                        assert volume["configMap"]["name"] in configmaps, volume
+        return {f"{o['kind']}/{o['metadata']['name']}" for o in kept}
+
+    first, second = names("aaaa1111"), names("bbbb2222")
+    assert len(first) == len(second) == 5  # 2 Deployments, the gateway's and 2 other ConfigMaps
+    assert not first & second
+    assert names("aaaa1111") == first  # the names depend on the run only
