@@ -204,6 +204,53 @@ def test_the_end_of_generation_token_is_the_last_entry(node: RunningServer) -> N
     assert lp["token_logprobs"][-1] is not None
 
 
+def lm_eval_payload(model: str, tokens: list[int]) -> dict[str, Any]:
+    """What lm-eval 0.4.13's `local-completions` sends for one log-likelihood request
+    (`LocalCompletionsAPI._create_payload(generate=False)`, batch size 1)."""
+    return {
+        "model": model,
+        "prompt": [tokens],
+        "temperature": 0,
+        "max_tokens": 1,
+        "logprobs": 1,
+        "seed": 1234,
+        "echo": True,
+    }
+
+
+LM_EVAL_ITEMS = [
+    ("Question: Which gas do plants take in from the air?\nAnswer:", " carbon dioxide"),
+    ("One, two, three, four,", " five"),
+]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_lm_evals_request_scores_as_loglikelihood_does(node: RunningServer, model: str) -> None:
+    """lm-eval's request, read as lm-eval reads it (`parse_logprobs`: the sum of
+    token_logprobs[ctxlen:-1], greedy if each equals the best of its top_logprobs), gives
+    `/v1/loglikelihood`'s log-likelihood (within the split's tolerance) and greedy flag."""
+    greedy_seen = set()
+    with node.http() as http:
+        for context, continuation in LM_EVAL_ITEMS:
+            ctx = tokens_of(http, model, context)
+            whole = tokens_of(http, model, context + continuation)
+            r = http.post("/v1/completions", json=lm_eval_payload(model, whole))
+            assert r.status_code == 200, r.text
+            lp = r.json()["choices"][0]["logprobs"]
+            values, tops = lp["token_logprobs"][len(ctx) : -1], lp["top_logprobs"][len(ctx) : -1]
+            greedy = all(v == max(t.values()) for v, t in zip(values, tops, strict=True))
+            items = [{"context": context, "continuation": continuation}]
+            ref = http.post("/v1/loglikelihood", json={"model": model, "items": items})
+            (want,) = ref.json()["data"]
+            assert len(lp["tokens"]) == len(whole) + 1  # the prompt, then the generated token
+            assert len(values) == want["n_tokens"] == len(whole) - len(ctx)
+            assert abs(sum(values) - want["logprob"]) <= SPLIT_TOLERANCE[model] * len(values)
+            if model == SMOL:  # (Gemma's log-probs move with the split: a near-tie may flip)
+                assert greedy == want["is_greedy"]
+            greedy_seen.add(want["is_greedy"])
+    assert greedy_seen == {True, False} or model == GEMMA  # both cases were compared
+
+
 # -- streamed --------------------------------------------------------------------------------
 
 
