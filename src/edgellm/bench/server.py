@@ -9,16 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
 import psutil
 
 from edgellm.bench.devices import DeviceProfile
 from edgellm.config import EngineConfig
-from edgellm.deploy.launch import free_port, node_command, served_model
+from edgellm.deploy.launch import free_port, node_command, served_model, wait_healthy
 
 
 class LocalServerError(Exception):
@@ -127,20 +125,11 @@ class LocalServer:
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         if self.profile is not None:
             self.profile_applied = apply_profile(self.process.pid, self.profile)
-        deadline = time.monotonic() + self.startup_timeout_s
-        with httpx.Client(timeout=5.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise LocalServerError(
-                        f"edgellm node exited with code {self.process.returncode}"
-                        + (f"; see {self.log_path}" if self.log_path else "")
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.url}/health").status_code == 200:
-                        return
-                time.sleep(0.2)
-        self.stop()
-        raise LocalServerError(f"edgellm node did not become healthy in {self.startup_timeout_s}s")
+        problem = wait_healthy(self.url, self.process, self.startup_timeout_s)
+        if problem is not None:
+            self.stop()
+            see = f"; see {self.log_path}" if self.log_path else ""
+            raise LocalServerError(f"edgellm node {problem}{see}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -6,10 +6,15 @@ cluster.yaml or a testbed spec reaches the node."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 from edgellm.config import EngineConfig, ModelConfig, Tier
 from edgellm.models.bundled import get_bundled
@@ -81,6 +86,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> str | None:
+    """Poll `url`/health until it answers 200 (None), or say why it never will: the launched
+    `process` exited, or `timeout_s` passed."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while True:
+            if process.poll() is not None:
+                return f"exited with code {process.returncode}"
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/health").status_code == 200:
+                    return None
+            if time.monotonic() > deadline:
+                return f"not healthy in {timeout_s:g} s"
+            time.sleep(0.2)
 
 
 def served_model(

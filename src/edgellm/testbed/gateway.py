@@ -8,14 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-from edgellm.deploy.launch import free_port
+from edgellm.deploy.launch import free_port, wait_healthy
 from edgellm.testbed.cluster import Testbed, log_tail, record_pid
 from edgellm.testbed.host import TestbedError
 
@@ -107,18 +105,12 @@ class GatewayProcess:
             )
         # Recorded so that `edgellm testbed down` finds it even if this harness is SIGKILLed.
         self.pid_path = record_pid(self.testbed.prefix, self.name, self.proc.pid)
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise TestbedError(f"gateway exited: {self.tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.url}/health").status_code == 200:
-                        return self
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TestbedError(f"gateway not ready in time: {self.tail()}")
-                time.sleep(0.2)
+        problem = wait_healthy(self.url, self.proc, timeout)
+        if problem is not None:
+            tail = self.tail()
+            self.stop()
+            raise TestbedError(f"gateway {problem}: {tail}")
+        return self
 
     def stop(self) -> None:
         if self.proc is None:

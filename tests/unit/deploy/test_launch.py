@@ -3,6 +3,8 @@ the `edgellm node` process, through the real CLI."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,14 @@ from typer.testing import CliRunner
 from edgellm.cli import app
 from edgellm.config import EdgeLLMConfig, EngineConfig, ModelConfig
 from edgellm.deploy import render as r
-from edgellm.deploy.launch import ENGINE_FLAGS, node_args, node_command, served_model
+from edgellm.deploy.launch import (
+    ENGINE_FLAGS,
+    free_port,
+    node_args,
+    node_command,
+    served_model,
+    wait_healthy,
+)
 from edgellm.deploy.spec import ClusterSpec
 from edgellm.testbed.spec import NodeSpec
 
@@ -161,3 +170,26 @@ def test_the_committed_example_cluster_renders_nodes_the_cli_accepts(
         (served,) = served_by_cli(args, monkeypatch).models
         assert served.aliases == model.aliases
         assert served.engine.model_copy(update={"n_threads": 0}) == model.engine
+
+
+def test_wait_healthy_tells_ready_from_exited_from_silent(tmp_path: Path) -> None:
+    """The one wait for a launched process (the bench's node, the testbed's gateway): None once
+    /health answers 200, else why not."""
+    (tmp_path / "health").write_text("ok")
+    port = free_port()
+    serving = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    exits = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    silent = [sys.executable, "-c", "import time; time.sleep(30)"]
+    url = f"http://127.0.0.1:{port}"
+    with subprocess.Popen(serving, cwd=tmp_path, stderr=subprocess.DEVNULL) as server:
+        try:
+            assert wait_healthy(url, server, timeout_s=30) is None
+        finally:
+            server.kill()
+    with subprocess.Popen(exits) as process:
+        assert wait_healthy(url, process, timeout_s=30) == "exited with code 3"
+    with subprocess.Popen(silent) as process:
+        try:
+            assert wait_healthy(url, process, timeout_s=0.5) == "not healthy in 0.5 s"
+        finally:
+            process.kill()
