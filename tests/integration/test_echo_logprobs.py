@@ -30,6 +30,7 @@ import pytest
 from openai.types import Completion
 
 from edgellm.config import EngineConfig, ModelConfig
+from edgellm.evals.scorers import EchoScorer, LoglikelihoodScorer
 from tests.integration.gateway.harness import Gateway, remote, start_gateway
 from tests.integration.servers import RunningServer, smollm2_config, start_server
 
@@ -249,6 +250,17 @@ def test_lm_evals_request_scores_as_loglikelihood_does(node: RunningServer, mode
                 assert greedy == want["is_greedy"]
             greedy_seen.add(want["is_greedy"])
     assert greedy_seen == {True, False} or model == GEMMA  # both cases were compared
+
+
+def test_edgellm_evals_echo_scorer_works_against_a_node(node: RunningServer) -> None:
+    """`edgellm eval --scorer echo` (max_tokens 0, the continuation's tokens by text offset)
+    scores as `--scorer loglikelihood` does (SmolLM2: the split moves nothing)."""
+    with node.http() as http:
+        by_echo = EchoScorer(http, SMOL).score(LM_EVAL_ITEMS)
+        by_loglikelihood = LoglikelihoodScorer(http, SMOL).score(LM_EVAL_ITEMS)
+    for a, b in zip(by_echo, by_loglikelihood, strict=True):
+        assert len(a.token_logprobs) == len(b.token_logprobs)
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-6 * len(a.token_logprobs))
 
 
 # -- streamed --------------------------------------------------------------------------------

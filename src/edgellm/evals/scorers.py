@@ -2,8 +2,8 @@
 
 - `loglikelihood`: EdgeLLM's `/v1/loglikelihood` (exact, batched, per-token log-probs).
 - `echo`: `/v1/completions` with `echo: true, logprobs: 1, max_tokens: 0`, the legacy OpenAI way
-  that vLLM and others support. EdgeLLM's own completions endpoint does not return prompt
-  log-probs with `echo` yet, so against EdgeLLM use `loglikelihood`.
+  that vLLM, EdgeLLM and others support (one request per pair, unbatched: against EdgeLLM
+  `loglikelihood` is the faster).
 """
 
 from __future__ import annotations
