@@ -241,13 +241,19 @@ def shape_body(path: str, body: dict[str, Any], server: Server, *, positive: boo
     elif path == "/detokenize":
         body["tokens"] = _token_ids(body.get("tokens"), h)
     if positive and path in GENERATION[:2] and h % 4:
-        # a grammar or JSON schema drawn at random almost never compiles (a 400): three valid
-        # bodies in four go without them, to reach the model; the fourth tests the refusal
-        for key in ("grammar", "json_schema"):
+        # a grammar, JSON schema or tool parameters drawn at random almost never compile (a
+        # 400), nor does a tool history drawn at random hold together: three valid bodies in
+        # four go without them, to reach the model; the fourth tests the refusals
+        for key in ("grammar", "json_schema", "tools", "tool_choice"):
             body.pop(key, None)
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             body.pop("response_format")
+        for message in body.get("messages") or ():
+            if isinstance(message, dict):
+                message.pop("tool_calls", None)
+                if message.get("role") == "tool":
+                    message["tool_call_id"] = "call_0"
     if positive:
         for key, cap in (("messages", MAX_MESSAGES), ("items", MAX_ITEMS)):
             if isinstance(body.get(key), list):
