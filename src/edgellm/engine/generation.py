@@ -11,6 +11,7 @@ import time
 from edgellm.engine.jobs import GenerationJob
 from edgellm.engine.llama import LlamaModel
 from edgellm.engine.logprobs import token_logprob
+from edgellm.engine.penalties import Penalties
 from edgellm.engine.textstream import Emission, TextStream
 from edgellm.engine.types import Finished, FinishReason, TextDelta, Timings
 
@@ -41,6 +42,7 @@ class ActiveGeneration:
             seed=seed,
             logit_bias=s.logit_bias,
             grammar=s.grammar,
+            penalties=Penalties(s.penalties, self.prompt) if s.penalties.active else None,
         )
         self.stream = TextStream(stop=req.stop)
         self.n_gen = 0

@@ -22,6 +22,7 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from edgellm.engine.penalties import Penalties
 from edgellm.errors import EdgeLLMError, InvalidRequestError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -406,6 +407,7 @@ class LlamaModel(LlamaWeights):
         seed: int,
         logit_bias: Sequence[tuple[int, float]] = (),
         grammar: str | None = None,
+        penalties: Penalties | None = None,
     ) -> Sampler:
         return Sampler(
             self,
@@ -416,6 +418,7 @@ class LlamaModel(LlamaWeights):
             seed=seed,
             logit_bias=logit_bias,
             grammar=Grammar(self, grammar) if grammar is not None else None,
+            penalties=penalties,
         )
 
     @property
@@ -436,7 +439,9 @@ class Sampler:
     Greedy decoding skips the chain: llama.cpp's greedy sampler first copies the whole vocabulary
     into a candidate array (0.6 ms a token for Gemma 3's 262k entries on a 2-vCPU VM), where an
     argmax over the logits row picks the same token (the first maximum) in about 40 us. With a
-    logit bias, greedy decoding takes the argmax of a biased copy of the row.
+    logit bias, greedy decoding takes the argmax of a biased copy of the row. Repetition
+    penalties (`Penalties`) work on a copy of the row too, which the chain then samples from as
+    a candidate array.
     """
 
     def __init__(
@@ -450,11 +455,13 @@ class Sampler:
         seed: int,
         logit_bias: Sequence[tuple[int, float]] = (),
         grammar: Grammar | None = None,
+        penalties: Penalties | None = None,
     ) -> None:
         self._ctx = model.ctx
         self._model = model
         self._chain: Any = None
         self._grammar = grammar
+        self._penalties = penalties
         self.n_masked = 0  # tokens the grammar refused, so that the whole vocabulary was masked
         for token, _ in logit_bias:
             # llama.cpp's logit-bias sampler indexes the candidate array with these ids unchecked
@@ -496,34 +503,42 @@ class Sampler:
         """
         token = self._draw(index)
         grammar = self._grammar
-        if grammar is None:
-            return token
-        if not grammar.allows(token):
-            self.n_masked += 1
-            token = self._draw_constrained(index, grammar)
-        if not self._model.is_eog(token):
-            grammar.accept(token)
+        if grammar is not None:
+            if not grammar.allows(token):
+                self.n_masked += 1
+                token = self._draw_constrained(index, grammar)
+            if not self._model.is_eog(token):
+                grammar.accept(token)
+        if self._penalties is not None:
+            self._penalties.accept(token)
         return token
 
     def _draw(self, index: int) -> int:
         if self._chain is None:
-            return int(np.argmax(self._biased_row(index)))
-        return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, index))
+            return int(np.argmax(self._row(index)))
+        if self._penalties is None:
+            return int(llama_cpp.llama_sampler_sample(self._chain, self._ctx, index))
+        candidates = _Candidates(self._row(index))
+        llama_cpp.llama_sampler_apply(self._chain, candidates.ref)
+        return candidates.selected()
 
-    def _biased_row(self, index: int) -> npt.NDArray[np.float32]:
+    def _row(self, index: int) -> npt.NDArray[np.float32]:
+        """The logits row the draw starts from: penalised, and biased when decoding greedily
+        (the chain applies the logit bias itself)."""
         row = self._model.logits(index)
-        if len(self._bias_ids):
-            row = row.copy()
+        if self._penalties is not None:
+            row = self._penalties.apply(row)
+        if self._chain is None and len(self._bias_ids):
+            row = row if self._penalties is not None else row.copy()
             np.add.at(row, self._bias_ids, self._bias_values)
         return row
 
     def _draw_constrained(self, index: int, grammar: Grammar) -> int:
-        greedy = self._chain is None  # the chain applies the logit bias itself
-        candidates = _Candidates(self._biased_row(index) if greedy else self._model.logits(index))
+        candidates = _Candidates(self._row(index))
         grammar.mask(candidates)
         if not np.isfinite(candidates.logits).any():
             raise GrammarDeadEndError(_DEAD_END, param="grammar")
-        if greedy:
+        if self._chain is None:
             return int(np.argmax(candidates.logits))
         llama_cpp.llama_sampler_apply(self._chain, candidates.ref)
         return candidates.selected()

@@ -1,6 +1,6 @@
 """Engine-level data: what a generation request asks for and what it produces.
 
-These types are independent of HTTP (see `edgellm.api.schemas` for the wire format) and of
+These types are independent of HTTP (see `edgellm.wire.schemas` for the wire format) and of
 llama.cpp, so a different scheduler or backend can produce the same events.
 """
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edgellm.config import DEFAULT_MAX_TOKENS
+from edgellm.engine.penalties import PenaltySettings
 
 
 class FinishReason(StrEnum):
@@ -35,6 +36,7 @@ class SamplingParams:
     # a GBNF grammar (root rule `root`) every generated text must follow; compiled and checked
     # by the engine before the job is queued
     grammar: str | None = None
+    penalties: PenaltySettings = field(default_factory=PenaltySettings)
 
     @property
     def greedy(self) -> bool:

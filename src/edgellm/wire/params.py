@@ -41,6 +41,7 @@ def generation_request(
             seed=body.seed if body.seed is not None else default_seed,
             logit_bias=body.logit_bias_pairs(),
             grammar=tools.grammar(tool_plan) if tool_plan else body.structured_grammar(),
+            penalties=body.penalties(),
         ),
         stop=body.stop_sequences(),
         logprobs=want,

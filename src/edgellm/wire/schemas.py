@@ -20,6 +20,7 @@ from pydantic import (
 
 from edgellm.config import MAX_ESCALATION_DEADLINE_S
 from edgellm.engine.engine import MAX_GRAMMAR_CHARS
+from edgellm.engine.penalties import PenaltySettings
 from edgellm.engine.structured import JSON_OBJECT_SCHEMA, schema_grammar
 from edgellm.errors import InvalidRequestError
 
@@ -179,9 +180,35 @@ class _SamplingFields(_Request):
         max_length=MAX_LOGIT_BIAS,
         description="token id (as a string) → bias in [-100, 100] added to its logit",
     )
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="subtracted once from the logit of every token the answer already holds",
+    )
+    frequency_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="subtracted from a token's logit per time the answer already holds it",
+    )
     # llama.cpp sampling extensions
     top_k: int = Field(0, ge=0, le=INT32_MAX)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="llama.cpp: divides positive (multiplies negative) "
+        "logits of the last repeat_last_n tokens of prompt and answer; 1 = off",
+    )
+    repeat_last_n: int = Field(
+        64,
+        ge=-1,
+        le=INT32_MAX,
+        description="llama.cpp: tokens the repeat penalty looks back "
+        "over (0: none, -1: the whole context)",
+    )
     ignore_eos: bool = False
     response_format: ResponseFormat | None = None
     # llama-server's structured-output extensions
@@ -265,6 +292,14 @@ class _SamplingFields(_Request):
             return schema_grammar(dict(JSON_OBJECT_SCHEMA), param="response_format")
         schema = fmt.json_schema.schema_ if fmt.json_schema.schema_ is not None else {}
         return schema_grammar(schema, param="response_format")
+
+    def penalties(self) -> PenaltySettings:
+        return PenaltySettings(
+            presence=self.presence_penalty,
+            frequency=self.frequency_penalty,
+            repeat=self.repeat_penalty,
+            repeat_last_n=self.repeat_last_n,
+        )
 
     def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
         return tuple((int(k), b) for k, b in (self.logit_bias or {}).items())
