@@ -97,6 +97,10 @@ Capability = Literal["generation", "embeddings"]
 CAPABILITIES: tuple[Capability, ...] = ("generation", "embeddings")
 
 
+def _generation_only() -> list[Capability]:
+    return ["generation"]
+
+
 def _check_serves(v: list[Capability]) -> list[Capability]:
     if len(set(v)) != len(v):
         raise ValueError("each capability at most once")
@@ -118,7 +122,7 @@ class ModelConfig(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     serves: list[Capability] = Field(
-        default_factory=lambda: ["generation"],
+        default_factory=_generation_only,
         min_length=1,
         description="generation (chat and text completions), embeddings (/v1/embeddings), or "
         "both; a model that only embeds gets no generation context",
@@ -224,7 +228,7 @@ class RemoteModelConfig(BaseModel):
     context_length: int = Field(8192, ge=1)
     backends: list[HttpBackendConfig] = Field(min_length=1)
     serves: list[Capability] = Field(
-        default_factory=lambda: ["generation"],
+        default_factory=_generation_only,
         min_length=1,
         description="what its replicas serve: generation, embeddings (/v1/embeddings: EdgeLLM "
         "nodes, llama-server started with --embeddings, OpenAI), or both",
@@ -432,6 +436,14 @@ class EdgeLLMConfig(BaseSettings):
             unknown = [m for m in p.models if m not in models]
             if unknown:
                 raise ValueError(f"policies.{i}.models: unknown models {unknown}")
+            embed_only = [
+                m.name for m in every if m.name in p.models and "generation" not in m.serves
+            ]
+            if embed_only:
+                raise ValueError(
+                    f"policies.{i}.models: {embed_only} serve embeddings only (a policy routes "
+                    "generation)"
+                )
         return self
 
     @classmethod

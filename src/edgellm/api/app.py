@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgellm import __version__
-from edgellm.api import completion_handlers, openapi
+from edgellm.api import completion_handlers, embeddings, openapi
 from edgellm.api.error_handlers import install_error_handlers
 from edgellm.api.fast_path import (
     FastApp,
@@ -33,6 +33,7 @@ from edgellm.gateway.auth import TOKEN_METER, ApiKeyAuth
 from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import Conversations
 from edgellm.gateway.router import Router
+from edgellm.wire.embeddings import EmbeddingRequest, EmbeddingResponse
 from edgellm.wire.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -58,6 +59,7 @@ _ENDPOINTS = {
     "/v1/completions",
     "/v1/models",
     "/v1/loglikelihood",
+    "/v1/embeddings",
     "/tokenize",
     "/detokenize",
     "/health",
@@ -205,6 +207,12 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
             data["model"] = model
         return JSONResponse(data, status_code=status)
 
+    @app.post("/v1/embeddings", response_model=None, responses=openapi.answer(EmbeddingResponse))
+    async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        return await embeddings.embeddings(
+            body, request, router, metrics, on_usage=request.scope.get(TOKEN_METER)
+        )
+
     @app.post(
         "/v1/loglikelihood",
         response_model=None,
@@ -276,19 +284,30 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
                 "aliases": aliases,
                 "tier": routed.tier,
                 "cost_per_1k_tokens": routed.cost_per_1k_tokens,
+                "serves": list(routed.serves),
             }
             if pool is not None and name in pool.model_names:
                 meta["state"] = pool.state.value
                 try:
-                    info = pool.get(name).info
-                    meta |= {
-                        "n_ctx": info.n_ctx,
-                        "n_ctx_train": info.n_ctx_train,
-                        "n_vocab": info.n_vocab,
-                        "n_threads": info.n_threads,
-                        # the file's name, not where it lives on the server
-                        "file": info.path.name,
-                    }
+                    if "generation" in routed.serves:
+                        info = pool.get(name).info
+                        meta |= {
+                            "n_ctx": info.n_ctx,
+                            "n_ctx_train": info.n_ctx_train,
+                            "n_vocab": info.n_vocab,
+                            "n_threads": info.n_threads,
+                            # the file's name, not where it lives on the server
+                            "file": info.path.name,
+                        }
+                    if "embeddings" in routed.serves:
+                        e = pool.embedder(name).info
+                        meta["embeddings"] = {
+                            "n_embd": e.n_embd,
+                            "n_ctx": e.n_ctx,
+                            "pooling": e.pooling,
+                            "normalized": True,
+                        }
+                        meta.setdefault("file", e.path.name)
                 except Exception:
                     meta["state"] = pool.state.value
             else:

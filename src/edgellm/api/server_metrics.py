@@ -146,6 +146,19 @@ class Metrics:
             buckets=_RATE_BUCKETS,
             registry=r,
         )
+        self.embedding_inputs = Counter(
+            "edgellm_embedding_inputs", "Inputs embedded (/v1/embeddings)", ["model"], registry=r
+        )
+        self.embedding_tokens = Counter(
+            "edgellm_embedding_tokens", "Tokens embedded (/v1/embeddings)", ["model"], registry=r
+        )
+        self.embedding_latency = Histogram(
+            "edgellm_embedding_request_seconds",
+            "An embeddings request from routing to its vectors",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         r.register(_ProcessCollector(queue_state))
         self._request_counters: dict[tuple[str, str, int], Counter] = {}
 
@@ -166,6 +179,12 @@ class Metrics:
             self.prefill_rate.labels(model).observe(timings.prompt_per_second)
         if timings.predicted_per_second > 0:
             self.decode_rate.labels(model).observe(timings.predicted_per_second)
+
+    def observe_embeddings(self, model: str, inputs: int, tokens: int, seconds: float) -> None:
+        label = self._model_labels.get(model, UNKNOWN_MODEL)
+        self.embedding_inputs.labels(label).inc(inputs)
+        self.embedding_tokens.labels(label).inc(tokens)
+        self.embedding_latency.labels(label).observe(seconds)
 
     def count(self, endpoint: str, model: str, status: int) -> None:
         key = (endpoint, self._model_labels.get(model, UNKNOWN_MODEL), status)

@@ -201,34 +201,39 @@ class LlamaEmbedder:
         out: npt.NDArray[np.float32],
         cancelled: Callable[[], bool],
     ) -> None:
-        """Mean of every token's last hidden state. Inputs are packed into decodes of up to
-        n_batch tokens; one that does not fit continues in the next decode (its cells stay in
-        the cache until it ends)."""
+        """Mean of every token's last hidden state. Whole inputs are packed into decodes of up
+        to n_batch tokens; only an input longer than n_batch is split, into n_batch-token
+        chunks that each start a decode (its cells stay in the cache until it ends). An input
+        is thus cut the same way whatever else is in the request, so its vector does not
+        depend on its neighbours: llama.cpp's kernels round a sequence's states differently
+        when its chunks differ (up to 5e-3 in a component of the unit vector)."""
         llama_cpp.llama_memory_clear(self._mem, True)
-        free_seqs = list(range(self.n_seq_max - 1, -1, -1))
-        pending = 0  # the next input not yet started
-        # inputs started and not finished: (row, sequence, next position)
-        started: list[tuple[int, int, int]] = []
-        while (pending < len(inputs) or started) and not cancelled():
+        seqs = list(range(self.n_seq_max - 1, -1, -1))  # free sequence ids
+        sums = np.zeros((len(inputs), self.n_embd), dtype=np.float64)
+        nxt = 0  # the next input not yet started
+        carry: tuple[int, int, int] | None = None  # (row, sequence, next position) of a split
+        while (nxt < len(inputs) or carry is not None) and not cancelled():
             entries: list[tuple[int, int, int]] = []
-            spans: list[tuple[int, int, int]] = []  # (row, first entry, entries) this decode
-            carry: list[tuple[int, int, int]] = []
-            room = self.n_batch
-            queue = list(started)
-            while room > 0 and (queue or (pending < len(inputs) and free_seqs)):
-                if queue:
-                    row, seq, pos = queue.pop(0)
-                else:
-                    row, seq, pos = pending, free_seqs.pop(), 0
-                    pending += 1
-                tokens = inputs[row]
-                take = min(room, len(tokens) - pos)
-                spans.append((row, len(entries), take))
-                entries.extend((tokens[p], p, seq) for p in range(pos, pos + take))
-                room -= take
-                if pos + take < len(tokens):
-                    carry.append((row, seq, pos + take))
-            carry.extend(queue)  # started inputs that found no room in this decode
+            spans: list[tuple[int, int, int, bool]] = []  # (row, first entry, n, finished)
+            if carry is not None:
+                row, seq, pos = carry
+                take = min(self.n_batch, len(inputs[row]) - pos)
+                entries.extend((inputs[row][p], p, seq) for p in range(pos, pos + take))
+                done = pos + take == len(inputs[row])
+                spans.append((row, 0, take, done))
+                carry = None if done else (row, seq, pos + take)
+            while carry is None and nxt < len(inputs) and seqs:
+                tokens = inputs[nxt]
+                room = self.n_batch - len(entries)
+                if len(tokens) > room and (entries or len(tokens) <= self.n_batch):
+                    break  # it goes whole into the next decode, or starts an empty one
+                take = min(len(tokens), room)
+                seq = seqs.pop()
+                spans.append((nxt, len(entries), take, take == len(tokens)))
+                entries.extend((t, p, seq) for p, t in enumerate(tokens[:take]))
+                if take < len(tokens):
+                    carry = (nxt, seq, take)
+                nxt += 1
             self._decode(entries)
             ptr = llama_cpp.llama_get_embeddings(self._ctx)
             if not ptr:
@@ -237,17 +242,14 @@ class LlamaEmbedder:
                 ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
                 shape=(len(entries), self.n_embd),
             )
-            for row, first, n in spans:
-                out[row] += states[first : first + n].sum(axis=0, dtype=np.float32)
-            carried = {c[0] for c in carry}
-            for row, first, _ in spans:
-                if row not in carried:
+            for row, first, n, finished in spans:
+                sums[row] += states[first : first + n].sum(axis=0, dtype=np.float64)
+                if finished:
                     seq = entries[first][2]
                     llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
-                    free_seqs.append(seq)
-            started = carry
-        lengths = np.array([max(1, len(t)) for t in inputs], dtype=np.float32)
-        out /= lengths[:, None]
+                    seqs.append(seq)
+        lengths = np.array([len(t) for t in inputs], dtype=np.float64)
+        out[:] = sums / lengths[:, None]
         llama_cpp.llama_memory_clear(self._mem, True)
 
     def close(self) -> None:

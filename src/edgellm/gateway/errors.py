@@ -40,6 +40,10 @@ class UpstreamError(EdgeLLMError):
             self.code = "upstream_rejected"
 
 
+class EmbeddingsUnsupported(UpstreamError):
+    """A replica answered that it has no embeddings endpoint (404, 405, 501)."""
+
+
 class NoBackendError(EdgeLLMError):
     status_code = 503
     error_type = "server_error"

@@ -108,6 +108,7 @@ class Candidate:
     upstream_model: str = ""
     _rr: itertools.count[int] = field(default_factory=itertools.count)
     affinity: ReplicaAffinity | None = None  # where prompts' prefixes are cached (the router's)
+    serves: tuple[str, ...] = ("generation",)  # generation, embeddings (config `serves`)
 
     @property
     def is_edge(self) -> bool:

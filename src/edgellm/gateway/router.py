@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -27,11 +27,13 @@ from edgellm.config import (
     ModelConfig,
     RouterSettings,
 )
+from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.pool import EnginePool
 from edgellm.engine.types import Failed, Finished, GenerationEvent
 from edgellm.errors import (
     ContextLengthExceededError,
     EdgeLLMError,
+    InvalidRequestError,
     ModelNotFoundError,
     NotReadyError,
     OverloadedError,
@@ -43,12 +45,19 @@ from edgellm.gateway.backends.http import HttpBackend
 from edgellm.gateway.backends.local import LocalBackend
 from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import trim
-from edgellm.gateway.errors import NoBackendError, UpstreamError, detail, outcome_of
+from edgellm.gateway.errors import (
+    EmbeddingsUnsupported,
+    NoBackendError,
+    UpstreamError,
+    detail,
+    outcome_of,
+)
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
 from edgellm.gateway.route import Candidate, Route, StartedAnswer, down_error
 from edgellm.gateway.streams import BufferedEvents, ReplayStream
 from edgellm.gateway.upstream import HttpClient
+from edgellm.wire.embeddings import EmbeddingRequest
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +97,13 @@ class Router:
         self._tasks: list[asyncio.Task[None]] = []
         for m in config.models:
             rm = Candidate(m.name, m.tier, m.cost_per_1k_tokens, m.context_length)
+            rm.serves = tuple(m.serves)
             if pool is not None:
                 rm.replicas.append(LocalBackend(pool, m.name, self._state(LOCAL_SATURATION)))
             self._add(rm, m.aliases)
         for r in config.remote_models:
             rm = Candidate(r.name, r.tier, r.cost_per_1k_tokens, r.context_length)
+            rm.serves = tuple(r.serves)
             for b in r.backends:
                 rm.upstream_model = b.model or r.name
                 if b.dns:
@@ -104,7 +115,10 @@ class Router:
 
     @classmethod
     def from_pool(cls, pool: EnginePool) -> Router:
-        models = [ModelConfig(name=n, source=n, aliases=pool.aliases(n)) for n in pool.model_names]
+        models = [
+            ModelConfig(name=n, source=n, aliases=pool.aliases(n), serves=pool.serves(n))
+            for n in pool.model_names
+        ]
         return cls(EdgeLLMConfig(models=models), pool)
 
     def _state(self, max_concurrency: int) -> ReplicaState:
@@ -131,8 +145,9 @@ class Router:
         return self._client
 
     def candidates(self, names: Sequence[str] = ()) -> list[Candidate]:
-        """The models named (every model if none), smallest tier first."""
+        """The models named (every model that generates if none), smallest tier first."""
         chosen = [self.models[n] for n in names] if names else list(self.models.values())
+        chosen = [m for m in chosen if "generation" in m.serves]
         return sorted(chosen, key=lambda m: TIERS.index(m.tier))
 
     # -- background: active health checks, DNS re-resolution -------------------------------
@@ -214,7 +229,91 @@ class Router:
         if canonical is None:
             known = list(dict.fromkeys([*self.names, *self.policies, "auto"]))
             raise ModelNotFoundError.unknown(name, known)
-        return await self.execute(call, [self.models[canonical]], Route())
+        model = self.models[canonical]
+        if "generation" not in model.serves:
+            raise InvalidRequestError(
+                f"'{name}' is an embedding model: it serves /v1/embeddings only", param="model"
+            )
+        return await self.execute(call, [model], Route())
+
+    async def embed(
+        self, body: EmbeddingRequest, headers: Mapping[str, str]
+    ) -> tuple[EmbeddingResult, Route]:
+        """Embeddings from a replica of the model named: explicit names and aliases only (a
+        policy would choose between models whose vectors are not comparable). Replicas are
+        tried as for generation (open circuits skipped, failover on connection errors, 5xx
+        and 429); one that has no embeddings endpoint is skipped without counting a failure."""
+        name = body.model
+        if name == "auto" or name in self.policies:
+            raise InvalidRequestError(
+                f"embeddings need a model name, not the policy '{name}': each model's vectors "
+                "are its own, so a routed choice would mix incomparable spaces",
+                param="model",
+            )
+        canonical = self.names.get(name)
+        if canonical is None:
+            raise ModelNotFoundError.unknown(name, list(self.names))
+        model = self.models[canonical]
+        if "embeddings" not in model.serves:
+            able = [m.name for m in self.models.values() if "embeddings" in m.serves]
+            raise InvalidRequestError(
+                f"'{name}' does not serve embeddings; models that do: {', '.join(able) or 'none'}",
+                param="model",
+            )
+        private = headers.get("x-edgellm-private", "").lower() in {"1", "true", "yes"}
+        if private and not model.is_edge:
+            raise NoBackendError(f"a private request may not leave the edge, and {name} is not")
+        info = Route()
+        info.model, info.tier = model.name, model.tier
+        last: EdgeLLMError | None = None
+        unsupported = 0
+        for round_ in range(self.settings.retries + 1):
+            if round_:
+                await asyncio.sleep(self.settings.backoff_s * 2 ** (round_ - 1))
+            now = time.monotonic()
+            replicas = [r for r in model.ordered_replicas() if r.state.available(now)]
+            if not replicas:
+                raise down_error([model])
+            worth_retrying = False
+            for replica in replicas:
+                t0 = time.perf_counter()
+                replica.state.outstanding += 1
+                try:
+                    result = await replica.embed(body)
+                except EmbeddingsUnsupported as exc:
+                    unsupported += 1
+                    info.hop(model.name, replica.id, "rejected", t0, error=exc.message[:300])
+                    log.warning("%s does not serve embeddings: %s", replica.id, exc.detail)
+                    continue
+                except EdgeLLMError as exc:
+                    outcome = outcome_of(exc)
+                    self.metrics.count_attempt(model.name, replica.id, outcome)
+                    info.hop(model.name, replica.id, outcome, t0, error=exc.message[:300])
+                    if not _retryable(exc):
+                        raise
+                    if outcome in {"error", "timeout"}:
+                        replica.state.record_failure(_short(exc))
+                    last = exc
+                    worth_retrying |= not isinstance(exc, OverloadedError)
+                    continue
+                finally:
+                    replica.state.outstanding -= 1
+                replica.state.record_success(None, time.perf_counter() - t0)
+                self.metrics.count_attempt(model.name, replica.id, "ok")
+                info.hop(model.name, replica.id, "ok", t0)
+                info.replica = replica.id
+                return result, info
+            if not worth_retrying:
+                break
+        if last is None and unsupported:
+            raise InvalidRequestError(
+                f"no replica of '{name}' serves embeddings (each answered that it has no "
+                "embeddings endpoint)",
+                param="model",
+            )
+        if isinstance(last, OverloadedError) or (last is not None and len(model.replicas) == 1):
+            raise last
+        raise NoBackendError(f"no replica of {name} could take the request: {last}")
 
     def remote_model(self, name: str) -> Candidate | None:
         """The model behind `name` if it is served over HTTP (None: in-process or unknown)."""

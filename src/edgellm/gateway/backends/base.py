@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.types import GenerationEvent
 from edgellm.gateway.call import Call
 from edgellm.gateway.health import ReplicaState
 from edgellm.wire.echo import Echo
+from edgellm.wire.embeddings import EmbeddingRequest
 
 
 class EventStream(Protocol):
@@ -35,6 +37,11 @@ class Backend(Protocol):
 
     def first_event_timeout(self, call: Call) -> float | None:
         """The longest wait for the first event of `call` before it counts as a timeout."""
+        ...
+
+    async def embed(self, body: EmbeddingRequest) -> EmbeddingResult:
+        """The request's embeddings (raise on failure; `EmbeddingsUnsupported` if this replica
+        has no embeddings endpoint)."""
         ...
 
     async def check_health(self) -> bool: ...

@@ -21,16 +21,18 @@ import httpx
 import orjson
 
 from edgellm.config import HttpBackendConfig
+from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.types import Failed, GenerationEvent
 from edgellm.gateway.backends.base import EventStream
 from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import estimate_tokens
-from edgellm.gateway.errors import UpstreamError
+from edgellm.gateway.errors import EmbeddingsUnsupported, UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.streams import BufferedEvents
 from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
 from edgellm.wire import decode
 from edgellm.wire.echo import Echo
+from edgellm.wire.embeddings import EmbeddingRequest, decode_response
 from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 
 _NOT_FORWARDED = {"conversation_id", "messages", "escalation_deadline_s"}  # ours, not upstream's
@@ -179,6 +181,55 @@ class HttpBackend:
         events = HttpStream(response, self.id, echo=echo, read_timeout=read_timeout)
         events.deadline = deadline
         return events, echo
+
+    async def embed(self, body: EmbeddingRequest) -> EmbeddingResult:
+        """POST /embeddings upstream. A replica that answers 404, 405 or 501 does not serve
+        embeddings (llama-server without --embeddings answers 501): `EmbeddingsUnsupported`,
+        which the router skips without counting a failure."""
+        payload = body.model_dump(exclude_none=True, exclude_defaults=True)
+        payload["model"] = self.upstream_model
+        payload["input"] = body.input
+        cfg = self.config
+        timeout = httpx.Timeout(cfg.timeout_s, connect=min(cfg.connect_timeout_s, cfg.timeout_s))
+        t0 = time.perf_counter()
+        try:
+            r = await self.client.post(
+                self.base_url + "/embeddings",
+                content=_json_bytes(payload),
+                headers={"Content-Type": "application/json"} | self.auth_headers(),
+                timeout=timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(
+                f"timed out ({type(exc).__name__})", status=504, source=self.id, cause=str(exc)
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"cannot reach the upstream ({type(exc).__name__})", source=self.id, cause=str(exc)
+            ) from exc
+        status = r.status_code
+        if status in (404, 405, 501):
+            raise EmbeddingsUnsupported(
+                f"the upstream answered {status}: {decode.error_text(r.content)}",
+                status=status,
+                retryable=False,
+                source=self.id,
+            )
+        if status != 200:
+            raise UpstreamError(
+                f"the upstream answered {status}: {decode.error_text(r.content)}",
+                status=status,
+                retryable=status >= 500 or status == 429,
+                source=self.id,
+            )
+        try:
+            vectors, n_tokens, cut = decode_response(r.content, len(body.inputs()))
+        except ValueError as exc:
+            raise UpstreamError(
+                f"not an embeddings answer: {exc}", source=self.id, cause=str(exc)
+            ) from exc
+        ms = (time.perf_counter() - t0) * 1e3
+        return EmbeddingResult(vectors, n_tokens, cut, ms)
 
     async def check_health(self) -> bool:
         if self.config.health_path is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.engine import off_loop
 from edgellm.engine.pool import EnginePool, PoolState
 from edgellm.gateway.backends.base import EventStream
@@ -11,6 +12,7 @@ from edgellm.gateway.call import Call
 from edgellm.gateway.health import ReplicaState
 from edgellm.wire import tools
 from edgellm.wire.echo import Echo
+from edgellm.wire.embeddings import EmbeddingRequest
 from edgellm.wire.params import generation_request
 from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 
@@ -63,6 +65,11 @@ class LocalBackend:
 
     def first_event_timeout(self, call: Call) -> float | None:
         return None
+
+    async def embed(self, body: EmbeddingRequest) -> EmbeddingResult:
+        engine = self.pool.embedder(self.model)
+        body.check_dimensions(engine.n_embd)
+        return await engine.embed(body.inputs(), truncate="end" if body.truncate else None)
 
     async def check_health(self) -> bool:
         return self.pool.state is PoolState.READY
