@@ -135,6 +135,16 @@ class ModelConfig(BaseModel):
 
     _serves = field_validator("serves")(_check_serves)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bundled_serves(cls, data: Any) -> Any:
+        """A bundled model serves what BUNDLED_SERVES says unless `serves` is given."""
+        if isinstance(data, dict) and "serves" not in data:
+            serves = BUNDLED_SERVES.get(str(data.get("source")))
+            if serves is not None:
+                return {**data, "serves": list(serves)}
+        return data
+
 
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -145,8 +155,9 @@ class ServerConfig(BaseModel):
 
 
 BUNDLED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
-# SmolLM2 also embeds (its embedding context adds ~50 MB); Gemma 3's 262k-token vocabulary makes
-# llama.cpp's per-token logits in embedding mode cost ~4x that, so it only generates by default.
+# What a bundled model serves unless its config says: SmolLM2 also embeds (its embedding context
+# adds ~50 MB); Gemma 3's 262k-token vocabulary makes llama.cpp's per-token logits in embedding
+# mode cost ~5x as much, so it only generates.
 BUNDLED_SERVES: dict[str, list[Capability]] = {
     "smollm2-135m-instruct": ["generation", "embeddings"],
     "gemma3-270m": ["generation"],
@@ -156,8 +167,7 @@ BUNDLED_SERVES: dict[str, list[Capability]] = {
 def bundled_model_configs() -> list[ModelConfig]:
     tiers: tuple[Tier, ...] = ("edge-small", "edge-large")
     return [
-        ModelConfig(name=n, source=n, tier=t, serves=BUNDLED_SERVES[n])
-        for n, t in zip(BUNDLED_MODELS, tiers, strict=True)
+        ModelConfig(name=n, source=n, tier=t) for n, t in zip(BUNDLED_MODELS, tiers, strict=True)
     ]
 
 

@@ -93,6 +93,12 @@ def register(app: typer.Typer) -> None:
             DEFAULT_MAX_TOKENS, help="max_tokens for requests that give none"
         ),
         seed: int | None = typer.Option(None, help="default seed for requests without one"),
+        serves: list[str] = typer.Option(
+            [],
+            "--serves",
+            help="generation and/or embeddings (repeatable; default: a bundled model's own, "
+            "else generation)",
+        ),
         log_level: str = typer.Option("info"),
     ) -> None:
         """Serve one model: an EdgeLLM node, as deployed on each edge device."""
@@ -115,6 +121,12 @@ def register(app: typer.Typer) -> None:
             err.print(f"[red]error:[/red] {format_validation_error(exc)}")
             raise typer.Exit(2) from exc
         served = served_model(model, name=name, aliases=alias, tier=tier, engine=engine)
+        if serves:
+            try:
+                served = ModelConfig.model_validate(served.model_dump() | {"serves": serves})
+            except ValidationError as exc:
+                err.print(f"[red]error:[/red] {format_validation_error(exc)}")
+                raise typer.Exit(2) from exc
         run(node_config(served, host=host, port=port), log_level=log_level)
 
 
