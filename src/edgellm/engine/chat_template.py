@@ -164,7 +164,7 @@ def _normalized(message: Mapping[str, Any]) -> dict[str, Any]:
                 "type": "function",
                 "function": {
                     "name": call["function"]["name"],
-                    "arguments": _arguments_object(call["function"].get("arguments")),
+                    "arguments": arguments_object(call["function"].get("arguments")),
                 },
             }
             for call in calls
@@ -172,7 +172,9 @@ def _normalized(message: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _arguments_object(arguments: Any) -> Any:
+def arguments_object(arguments: Any) -> Any:
+    """A tool call's arguments (OpenAI sends them as JSON text) as the object they encode; text
+    that is not JSON is kept as it is, so the model sees what the client sent."""
     if not isinstance(arguments, str):
         return arguments
     try:

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edgellm.engine.chat_template import arguments_object
 from edgellm.engine.structured import schema_grammar
 from edgellm.engine.types import (
     Failed,
@@ -226,17 +227,6 @@ def _text(content: Any) -> str:
     )
 
 
-def _arguments(arguments: Any) -> Any:
-    """A history call's arguments as the object they encode (kept as text if they are not
-    JSON: the model then sees what the client sent)."""
-    if not isinstance(arguments, str):
-        return arguments
-    try:
-        return json.loads(arguments)
-    except ValueError:
-        return arguments
-
-
 def _assistant_json(message: Mapping[str, Any]) -> str:
     calls = message.get("tool_calls") or []
     text = _text(message.get("content"))
@@ -245,7 +235,7 @@ def _assistant_json(message: Mapping[str, Any]) -> str:
         answer["tool_calls"] = [
             {
                 "name": call["function"]["name"],
-                "arguments": _arguments(call["function"].get("arguments")),
+                "arguments": arguments_object(call["function"].get("arguments")),
                 "id": call.get("id"),
             }
             for call in calls

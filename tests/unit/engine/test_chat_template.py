@@ -1,6 +1,11 @@
 import pytest
 
-from edgellm.engine.chat_template import CHATML_TEMPLATE, ChatTemplate, message_text
+from edgellm.engine.chat_template import (
+    CHATML_TEMPLATE,
+    ChatTemplate,
+    arguments_object,
+    message_text,
+)
 from edgellm.errors import InvalidRequestError
 
 
@@ -51,3 +56,10 @@ def test_gemma_models_without_template_get_gemma_turns() -> None:
         "<start_of_turn>model\nHello.<end_of_turn>\n"
         "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
     )
+
+
+def test_tool_call_arguments_become_the_object_their_json_encodes() -> None:
+    """One conversion for the template's history and the generic tool format's (wire/tools)."""
+    assert arguments_object('{"city": "Oslo", "days": [1, 2]}') == {"city": "Oslo", "days": [1, 2]}
+    assert arguments_object({"city": "Oslo"}) == {"city": "Oslo"}  # already an object
+    assert arguments_object("city=Oslo") == "city=Oslo"  # not JSON: kept as the client sent it
