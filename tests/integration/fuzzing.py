@@ -219,6 +219,23 @@ def _token_ids(value: object, h: int) -> object:
     ]
 
 
+def _embedding_input(value: object, h: int, *, positive: bool) -> object:
+    """Token ids brought inside the vocabulary as for prompts (one list in four left as drawn);
+    a valid body's inputs cut to MAX_ITEMS inputs of MAX_CHARS characters or tokens, so that a
+    case embeds in well under a second."""
+    if not isinstance(value, list):
+        return value[:MAX_CHARS] if positive and isinstance(value, str) else value
+    if value and all(isinstance(v, list) for v in value):
+        value = [_token_ids(v, h) for v in value]
+    else:
+        value = _token_ids(value, h)
+    if not positive or not isinstance(value, list):
+        return value
+    if value and isinstance(value[0], int):  # one token array
+        return value[:MAX_CHARS]
+    return [v[:MAX_CHARS] if isinstance(v, str | list) else v for v in value[:MAX_ITEMS]]
+
+
 def shape_body(path: str, body: dict[str, Any], server: Server, *, positive: bool) -> None:
     """Make a drawn body likely to reach the engine while keeping what makes it a test: the
     model named is a served one for nine bodies in ten (the tenth keeps its random name, for
@@ -240,6 +257,8 @@ def shape_body(path: str, body: dict[str, Any], server: Server, *, positive: boo
         body["prompt"] = _token_ids(body.get("prompt"), h)
     elif path == "/detokenize":
         body["tokens"] = _token_ids(body.get("tokens"), h)
+    elif path == "/v1/embeddings":
+        body["input"] = _embedding_input(body.get("input"), h, positive=positive)
     if positive and path in GENERATION[:2] and h % 4:
         # a grammar, JSON schema or tool parameters drawn at random almost never compile (a
         # 400), nor does a tool history drawn at random hold together: three valid bodies in
