@@ -108,6 +108,10 @@ def _check_serves(v: list[Capability]) -> list[Capability]:
 
 
 Tier = Literal["edge-small", "edge-large", "cloud"]
+# What a request may need of the server that answers it, beyond plain text generation: the
+# gateway sends it only to replicas whose `supports` lists all it needs.
+Feature = Literal["logprobs", "echo", "structured_output", "grammar", "tools"]
+FEATURES: tuple[Feature, ...] = ("logprobs", "echo", "structured_output", "grammar", "tools")
 TIERS: tuple[Tier, ...] = ("edge-small", "edge-large", "cloud")
 _NAME = r"^[A-Za-z0-9._:/-]+$"
 
@@ -199,7 +203,13 @@ class HttpBackendConfig(BaseModel):
     connect_timeout_s: float = Field(2.0, gt=0)
     timeout_s: float = Field(300.0, gt=0, description="whole request")
     first_token_timeout_s: float = Field(60.0, gt=0)
-    supports_logprobs: bool = True
+    supports: list[Feature] = Field(
+        default_factory=lambda: list(FEATURES),
+        description="what the upstream honours: logprobs, echo (prompt log-probs), "
+        "structured_output (response_format, json_schema), grammar (GBNF), tools; a request "
+        "needing one it lacks goes to a replica that has it (EdgeLLM nodes: all; "
+        "docs/gateway.md lists other servers')",
+    )
     upstream_streaming: Literal["auto", "always"] = Field(
         "auto",
         description="auto: a non-streamed request whose route reads no tokens as they arrive "

@@ -13,6 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgellm.errors import EdgeLLMError, OverloadedError
 from edgellm.wire.encode import error_body, error_type
+from edgellm.wire.schemas import UNSUPPORTED
+
+_REFUSED_BY_DESIGN = {"extra_forbidden", UNSUPPORTED}
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,14 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
         return error_response(400, f"malformed JSON body: {first.get('msg', '')}", code="bad_json")
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
+    # A field OpenAI's API has and EdgeLLM cannot act on, or one no API has: the request is
+    # well-formed, just not servable as asked (OpenAI answers both with a 400).
+    if all(e.get("type") in _REFUSED_BY_DESIGN for e in errors):
+        if first.get("type") == "extra_forbidden":
+            message = f"Unrecognized request argument supplied: {param}"
+            return error_response(400, message, param=param, code="unknown_parameter")
+        message = f"{param}: {first.get('msg', '')}"
+        return error_response(400, message, param=param, code=UNSUPPORTED)
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors
     )

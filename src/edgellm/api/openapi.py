@@ -20,8 +20,9 @@ Responses = dict[int | str, dict[str, Any]]
 _REF = "#/components/schemas/{model}"
 
 ERRORS: dict[int, str] = {
-    400: "Malformed JSON, or a value the model cannot take (a token id outside its vocabulary, "
-    "a prompt and `max_tokens` beyond its context window)",
+    400: "Malformed JSON, a field no endpoint knows, an OpenAI field at a value EdgeLLM cannot "
+    "serve (`store: true`), or a value the model cannot take (a token id outside its "
+    "vocabulary, a prompt and `max_tokens` beyond its context window)",
     401: "No valid API key (only on servers with keys configured)",
     404: "No served model by this name",
     413: "The request body is over the server's size limit",

@@ -377,6 +377,7 @@ class Router:
                 await asyncio.sleep(self.settings.backoff_s * 2 ** (round_ - 1))
             worth_retrying = False
             targets = [(m, r) for m in models for r in self.ordered(m, call, info)]
+            targets = self._capable(targets, call, info)
             now = time.monotonic()
             available = [(m, r) for m, r in targets if r.state.available(now)]
             if not available:
@@ -405,6 +406,27 @@ class Router:
             raise last
         names = ", ".join(m.name for m in models)
         raise NoBackendError(f"no replica of {names} could take the request: {last}")
+
+    def _capable(
+        self, targets: list[tuple[Candidate, Backend]], call: Call, info: Route
+    ) -> list[tuple[Candidate, Backend]]:
+        """The replicas that honour everything the request needs (the others would answer it
+        while ignoring a part of it); a 400 naming the field if none does."""
+        needs = call.body.needs()
+        if not needs:
+            return targets
+        capable = [(m, r) for m, r in targets if not r.lacks(needs)]
+        skipped = [r.id for _, r in targets if r.lacks(needs)]
+        if skipped:
+            info.signals["skipped_for_features"] = skipped
+        if capable:
+            return capable
+        missing = sorted(set().union(*(r.lacks(needs) for _, r in targets)))
+        names = ", ".join(dict.fromkeys(m.name for m, _ in targets))
+        raise InvalidRequestError(
+            f"no replica of {names} honours {', '.join(missing)} (its `supports` setting)",
+            param=_FEATURE_FIELDS[missing[0]],
+        )
 
     async def _attempt(
         self, call: Call, model: Candidate, replica: Backend, info: Route
@@ -494,6 +516,16 @@ class Router:
             "kept": len(call.messages),
             "window": window,
         }
+
+
+# the request field that asks for each feature, named in the 400 when no replica has it
+_FEATURE_FIELDS: dict[str, str] = {
+    "logprobs": "logprobs",
+    "echo": "echo",
+    "structured_output": "response_format",
+    "grammar": "grammar",
+    "tools": "tools",
+}
 
 
 def _ms(t0: float) -> float:

@@ -1,24 +1,31 @@
 """OpenAI wire format: requests and responses as pydantic models.
 
-Unknown request fields are ignored (as llama-server and vLLM do), so newer clients keep working.
-EdgeLLM additions are marked: `timings` on responses (llama-server's object), and the sampling
-extensions `top_k`, `min_p`, `ignore_eos` on requests.
+Every request field is honoured, ignored by design, or refused, never silently dropped: an
+unknown field is a 400 naming it (as OpenAI answers), and an OpenAI field EdgeLLM cannot act
+on is accepted only at its neutral value (`store: false`, `best_of: 1`, ...), a 400 naming it
+otherwise. docs/api.md lists every field with its treatment. EdgeLLM additions are marked:
+`timings` on responses (llama-server's object), llama.cpp's sampling extensions (`top_k`,
+`min_p`, `repeat_penalty`, `ignore_eos`, `grammar`, `json_schema`) on requests.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError, core_schema
 
-from edgellm.config import MAX_ESCALATION_DEADLINE_S
+from edgellm.config import MAX_ESCALATION_DEADLINE_S, Feature
 from edgellm.engine.engine import MAX_GRAMMAR_CHARS
 from edgellm.engine.penalties import PenaltySettings
 from edgellm.engine.structured import JSON_OBJECT_SCHEMA, schema_grammar
@@ -81,12 +88,48 @@ _PROMPT_SCHEMA = WithJsonSchema(
 )
 
 
+UNSUPPORTED = "unsupported_value"  # the pydantic error type of a field refused by design
+
+
+@dataclass(frozen=True, eq=False)
+class Only:
+    """Field metadata: an OpenAI field EdgeLLM accepts only at its neutral values `allowed`;
+    any other value is refused with `reason` (a 400 naming the field). The JSON schema says
+    what is accepted (`schema`), so clients and fuzzers see it."""
+
+    allowed: tuple[object, ...]
+    reason: str
+    schema: dict[str, Any]
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        def check(value: object) -> object:
+            if value not in self.allowed:
+                raise PydanticCustomError(UNSUPPORTED, self.reason)
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return dict(self.schema)
+
+
+_NULL: dict[str, Any] = {"type": "null"}
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # an unknown field is refused, not dropped: a client that sent it expects it to act
+    model_config = ConfigDict(extra="forbid")
 
 
 class StreamOptions(_Request):
     include_usage: bool = False
+    include_obfuscation: bool | None = Field(
+        None, description="ignored: EdgeLLM adds no padding to stream events"
+    )
 
 
 MAX_TOOLS = 128  # OpenAI's limit
@@ -112,6 +155,13 @@ class ChatMessage(_Request):
     name: str | None = None
     tool_calls: list[ToolCall] | None = Field(None, description="assistant messages: its calls")
     tool_call_id: str | None = Field(None, description="tool messages: the call answered")
+    # an answer's message sent back as history by the SDKs carries these output fields
+    refusal: str | None = Field(None, description="ignored: an answer's output field")
+    annotations: list[Any] | None = Field(None, description="ignored: an answer's output field")
+    audio: Annotated[Any, Only((None,), "audio is not supported", _NULL)] = None
+    function_call: Annotated[
+        Any, Only((None,), "function_call is deprecated by OpenAI: use tool_calls", _NULL)
+    ] = None
 
 
 class FunctionDefinition(_Request):
@@ -143,7 +193,7 @@ class JsonSchemaFormat(_Request):
     """`response_format.json_schema`: the schema every answer must validate against."""
 
     model_config = ConfigDict(
-        extra="ignore", serialize_by_alias=True, validate_by_name=True, validate_by_alias=True
+        extra="forbid", serialize_by_alias=True, validate_by_name=True, validate_by_alias=True
     )
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -174,7 +224,32 @@ class _SamplingFields(_Request):
     stream_options: StreamOptions | None = None
     stop: Annotated[str | list[str] | None, _STOP_SCHEMA] = None
     seed: int | None = None
-    user: str | None = None
+    # OpenAI fields with nothing to act on here (docs/api.md: ignored by design, and why)
+    user: str | None = Field(None, description="ignored: EdgeLLM monitors no end users")
+    safety_identifier: str | None = Field(None, description="ignored, as `user`")
+    metadata: dict[str, str] | None = Field(
+        None, max_length=16, description="ignored: EdgeLLM stores no answers to tag"
+    )
+    prompt_cache_key: str | None = Field(
+        None,
+        description="ignored: prompt prefixes are cached and routed to automatically",
+    )
+    store: Annotated[
+        Any,
+        Only(
+            (None, False),
+            "EdgeLLM stores no answers: store must be false",
+            {"anyOf": [{"const": False}, _NULL]},
+        ),
+    ] = None
+    service_tier: Annotated[
+        Any,
+        Only(
+            (None, "auto", "default"),
+            "EdgeLLM has one service tier: send auto or default",
+            {"anyOf": [{"enum": ["auto", "default"]}, _NULL]},
+        ),
+    ] = None
     logit_bias: Annotated[dict[str, float] | None, _LOGIT_BIAS_SCHEMA] = Field(
         None,
         max_length=MAX_LOGIT_BIAS,
@@ -301,6 +376,19 @@ class _SamplingFields(_Request):
             repeat_last_n=self.repeat_last_n,
         )
 
+    def needs(self) -> frozenset[Feature]:
+        """What the server answering this request must honour beyond plain generation."""
+        fmt = self.response_format
+        needed: set[Feature] = set()
+        if self.json_schema is not None or (fmt is not None and fmt.type != "text"):
+            needed.add("structured_output")
+        if self.grammar is not None:
+            needed.add("grammar")
+        return frozenset(needed | self._needs())
+
+    def _needs(self) -> set[Feature]:
+        return set()
+
     def logit_bias_pairs(self) -> tuple[tuple[int, float], ...]:
         return tuple((int(k), b) for k, b in (self.logit_bias or {}).items())
 
@@ -326,6 +414,51 @@ class ChatCompletionRequest(_SamplingFields):
     parallel_tool_calls: bool | None = Field(
         None, description="false: at most one call per answer (default true)"
     )
+    modalities: Annotated[
+        Any,
+        Only(
+            (None, ["text"]),
+            "only text output is supported",
+            {"anyOf": [{"type": "array", "items": {"const": "text"}, "maxItems": 1}, _NULL]},
+        ),
+    ] = None
+    prediction: dict[str, Any] | None = Field(
+        None, description="ignored: a latency hint that never changes the answer"
+    )
+    prompt_cache_options: dict[str, Any] | None = Field(
+        None, description="ignored: prompt prefixes are cached without breakpoints"
+    )
+    prompt_cache_retention: Annotated[
+        Any,
+        Only(
+            (None, "in_memory"),
+            "cached prefixes live in each node's memory only: send in_memory",
+            {"anyOf": [{"const": "in_memory"}, _NULL]},
+        ),
+    ] = None
+    moderation: Annotated[
+        Any, Only((None,), "EdgeLLM runs no moderation of requests or answers", _NULL)
+    ] = None
+    audio: Annotated[Any, Only((None,), "audio output is not supported", _NULL)] = None
+    reasoning_effort: Annotated[
+        Any, Only((None,), "the models served here do not reason before answering", _NULL)
+    ] = None
+    verbosity: Annotated[
+        Any, Only((None,), "verbosity is a setting of OpenAI's own models", _NULL)
+    ] = None
+    web_search_options: Annotated[Any, Only((None,), "web search is not supported", _NULL)] = None
+    functions: Annotated[
+        Any, Only((None,), "functions is deprecated by OpenAI: use tools", _NULL)
+    ] = None
+    function_call: Annotated[
+        Any, Only((None,), "function_call is deprecated by OpenAI: use tool_choice", _NULL)
+    ] = None
+
+    def _needs(self) -> set[Feature]:
+        needed: set[Feature] = {"logprobs"} if self.logprobs else set()
+        if self.tools and self.tool_choice != "none":
+            needed.add("tools")
+        return needed
 
     def token_cap(self) -> int | None:
         return (
@@ -347,6 +480,28 @@ class CompletionRequest(_SamplingFields):
         "prompt's tokens too (the first one's null)",
     )
     echo: bool = False
+    best_of: Annotated[
+        Any,
+        Only(
+            (None, 1),
+            "one choice per request: best_of must be 1",
+            {"anyOf": [{"const": 1}, _NULL]},
+        ),
+    ] = None
+    suffix: Annotated[
+        Any,
+        Only(
+            (None, ""),
+            "text after the insertion point (suffix) is not supported",
+            {"anyOf": [{"const": ""}, _NULL]},
+        ),
+    ] = None
+
+    def _needs(self) -> set[Feature]:
+        needed: set[Feature] = {"logprobs"} if self.logprobs is not None else set()
+        if self.echo:
+            needed.add("echo")
+        return needed
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -362,7 +517,7 @@ class _StrictRequest(_Request):
     """EdgeLLM's own endpoints take values of the documented JSON type only (no `0` for false,
     no `"5"` for 5): OpenAI's endpoints coerce, so theirs stay lax for compatibility."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class LoglikelihoodItem(_StrictRequest):

@@ -62,6 +62,9 @@ class Script:
     def first_event_timeout(self, call: Call) -> float | None:
         return None
 
+    def lacks(self, needs: frozenset[str]) -> frozenset[str]:
+        return frozenset()
+
     async def check_health(self) -> bool:
         return True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from edgellm.config import Feature
 from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.types import GenerationEvent
 from edgellm.gateway.call import Call
@@ -33,6 +34,10 @@ class Backend(Protocol):
         """Start the generation; raise before any token on rejection. Returns the stream and the
         echoed prompt (completions with `echo`: its text, and its tokens' log-probs when asked
         for, filled before the stream's first event)."""
+        ...
+
+    def lacks(self, needs: frozenset[Feature]) -> frozenset[Feature]:
+        """Which of a request's needs this replica would not honour (it is skipped for it)."""
         ...
 
     def first_event_timeout(self, call: Call) -> float | None:

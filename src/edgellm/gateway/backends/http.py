@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
-from edgellm.config import HttpBackendConfig
+from edgellm.config import Feature, HttpBackendConfig
 from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.types import Failed, GenerationEvent
 from edgellm.gateway.backends.base import EventStream
@@ -76,6 +76,9 @@ class HttpBackend:
         self._always_stream = config.upstream_streaming == "always"
         self._ctx: int | None = None
 
+    def lacks(self, needs: frozenset[Feature]) -> frozenset[Feature]:
+        return needs.difference(self.config.supports)
+
     def auth_headers(self) -> dict[str, str]:
         if not self.config.api_key_env:
             return {}
@@ -111,7 +114,7 @@ class HttpBackend:
         chat = isinstance(body, ChatCompletionRequest)
         if chat:
             data["messages"] = call.messages
-        if call.force_top_logprobs is not None and self.config.supports_logprobs:
+        if call.force_top_logprobs is not None and "logprobs" in self.config.supports:
             if chat:
                 data["logprobs"] = True
                 data["top_logprobs"] = max(data.get("top_logprobs", 0), call.force_top_logprobs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgellm.config import Feature
 from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.engine import off_loop
 from edgellm.engine.pool import EnginePool, PoolState
@@ -26,6 +27,9 @@ class LocalBackend:
         self.pool = pool
         self.model = model
         self.state = state
+
+    def lacks(self, needs: frozenset[Feature]) -> frozenset[Feature]:
+        return frozenset()  # the engine honours every feature
 
     async def open(self, call: Call) -> tuple[EventStream, Echo]:
         engine = self.pool.get(self.model)
