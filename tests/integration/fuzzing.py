@@ -254,7 +254,11 @@ def shape_body(path: str, body: dict[str, Any], server: Server, *, positive: boo
         if "max_completion_tokens" in body:
             body["max_completion_tokens"] = _small_count(body["max_completion_tokens"], h)
     if path == "/v1/completions":
-        body["prompt"] = _token_ids(body.get("prompt"), h)
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
+            body["prompt"] = [_token_ids(p, h) for p in prompt]  # lm-eval's [[ids]]
+        else:
+            body["prompt"] = _token_ids(prompt, h)
     elif path == "/detokenize":
         body["tokens"] = _token_ids(body.get("tokens"), h)
     elif path == "/v1/embeddings":
