@@ -265,17 +265,21 @@ def shape_body(path: str, body: dict[str, Any], server: Server, *, positive: boo
         body["input"] = _embedding_input(body.get("input"), h, positive=positive)
     if positive and path in GENERATION[:2] and h % 4:
         # a grammar, JSON schema or tool parameters drawn at random almost never compile (a
-        # 400), nor does a tool history drawn at random hold together: three valid bodies in
-        # four go without them, to reach the model; the fourth tests the refusals
+        # 400): three valid bodies in four go without them, to reach the model; the fourth
+        # tests the refusal
         for key in ("grammar", "json_schema", "tools", "tool_choice"):
             body.pop(key, None)
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             body.pop("response_format")
+    if positive and path == GENERATION[0]:
+        # the schema cannot say that only an assistant has tool calls and a tool message
+        # names its call (the negative cases and the tool-call tests cover those 400s)
         for message in body.get("messages") or ():
             if isinstance(message, dict):
-                message.pop("tool_calls", None)
-                if message.get("role") == "tool":
+                if message.get("role") != "assistant":
+                    message.pop("tool_calls", None)
+                if message.get("role") == "tool" and not message.get("tool_call_id"):
                     message["tool_call_id"] = "call_0"
     if positive:
         for key, cap in (("messages", MAX_MESSAGES), ("items", MAX_ITEMS)):
