@@ -48,11 +48,12 @@ CHECKS = [
 # OpenAI's coerce ("5" for 5) as OpenAI does.
 STRICT = {"/tokenize", "/detokenize", "/v1/loglikelihood"}
 # Of the valid bodies sent with a key to chat, text completions and scoring: they must reach
-# the model. All cases included, the coverage phase's schema violations (more of them with
-# every optional field the schema gains) are refused on purpose, so that share is only bounded
-# from below.
+# the model (81-82 % measured). All cases included, the coverage phase's schema violations
+# (more of them with every optional field the schema gains, and one per object since request
+# objects refuse unknown fields) are refused on purpose, so that share is only bounded from
+# below (37 % measured).
 MIN_VALID_GENERATION_200 = 0.7
-MIN_GENERATION_200 = 0.35
+MIN_GENERATION_200 = 0.3
 
 
 def _config() -> schemathesis.Config:

@@ -289,6 +289,7 @@ class _SamplingFields(_Request):
     # llama-server's structured-output extensions
     grammar: str | None = Field(
         None,
+        min_length=1,
         max_length=MAX_GRAMMAR_CHARS,
         description="llama-server extension: a GBNF grammar (root rule `root`) the answer follows",
     )
@@ -419,7 +420,12 @@ class ChatCompletionRequest(_SamplingFields):
         Only(
             (None, ["text"]),
             "only text output is supported",
-            {"anyOf": [{"type": "array", "items": {"const": "text"}, "maxItems": 1}, _NULL]},
+            {
+                "anyOf": [
+                    {"type": "array", "items": {"const": "text"}, "minItems": 1, "maxItems": 1},
+                    _NULL,
+                ]
+            },
         ),
     ] = None
     prediction: dict[str, Any] | None = Field(
