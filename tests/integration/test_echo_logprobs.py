@@ -366,6 +366,21 @@ def test_the_gateway_passes_echo_through(
     assert tops == direct.logprobs.top_logprobs
 
 
+def test_lm_evals_request_through_the_gateway(node: RunningServer, gateway: Gateway) -> None:
+    """A token-id prompt's echo (whose text the gateway does not know) passes through as the
+    node wrote it: lm-eval's request gets the node's own answer, null first entry included."""
+    with node.http() as direct, gateway.http() as via:
+        body = lm_eval_payload(GEMMA, tokens_of(direct, GEMMA, CONTEXT + CONTINUATION))
+        mine, theirs = (
+            direct.post("/v1/completions", json=body),
+            via.post("/v1/completions", json=body),
+        )
+    assert mine.status_code == theirs.status_code == 200, theirs.text
+    a, b = mine.json()["choices"][0], theirs.json()["choices"][0]
+    assert b["text"] == a["text"] and b["logprobs"] == a["logprobs"]
+    assert b["logprobs"]["token_logprobs"][0] is None
+
+
 def test_a_cascade_answers_an_echo_from_its_first_tier(gateway: Gateway) -> None:
     """The cascade's threshold escalates every plain answer; an echo stays with the first tier
     that answers (the prompt's log-probs are that one model's), and the route says why."""
