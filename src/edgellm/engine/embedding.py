@@ -402,17 +402,17 @@ class EmbeddingEngine:
                 f"{self._outstanding} embedding requests for {self.name} are waiting; retry later",
                 retry_after=max(1.0, self._outstanding * self._mean_ms / 1e3),
             )
-        size = sum(len(x) for x in inputs)
-        tokens, cut = await off_loop(size, lambda: self.prepare(inputs, truncate=truncate))
         stop = threading.Event()
-
-        def work() -> tuple[npt.NDArray[np.float32], float]:
-            t0 = time.perf_counter()
-            vectors = self.run(tokens, stop.is_set)
-            return vectors, (time.perf_counter() - t0) * 1e3
-
-        self._outstanding += 1
+        self._outstanding += 1  # from arrival: tokenizing a long input may take a while too
         try:
+            size = sum(len(x) for x in inputs)
+            tokens, cut = await off_loop(size, lambda: self.prepare(inputs, truncate=truncate))
+
+            def work() -> tuple[npt.NDArray[np.float32], float]:
+                t0 = time.perf_counter()
+                vectors = self.run(tokens, stop.is_set)
+                return vectors, (time.perf_counter() - t0) * 1e3
+
             future = asyncio.get_running_loop().run_in_executor(self._worker, work)
             vectors, ms = await future
         finally:
