@@ -19,6 +19,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 from edgellm.config import EngineConfig, ModelConfig
+from edgellm.wire import tools
+from edgellm.wire.schemas import ChatCompletionRequest
 from tests.integration.servers import RunningServer, free_port, start_server
 from tests.integration.test_cli import spawn, stop
 
@@ -331,6 +333,38 @@ def test_streamed_calls_reassemble_to_the_whole_answer(
     assert len(set(ids)) == len(ids)
     if choice != "auto":
         assert finish == "tool_calls" and calls
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_the_native_formats_grammar_holds_a_real_model_to_hermes_calls(
+    client: openai.OpenAI, parallel: bool
+) -> None:
+    """Neither bundled model has a template that renders tools, so the native (Hermes) format is
+    driven here through its parts: its grammar, compiled by llama.cpp, constrains a real
+    generation, and its parser reads the calls back."""
+    body = ChatCompletionRequest.model_validate(
+        {"model": SMOL, "messages": [{"role": "user", "content": "x"}], "tools": TOOLS,
+         "tool_choice": "required", "parallel_tool_calls": parallel}
+    )  # fmt: skip
+    plan = tools.plan(body, template="{{ tools }} <tool_call>")
+    assert plan is not None and plan.format == "native"
+    grammar = tools.grammar(plan)
+    r = client.completions.create(
+        model=SMOL, prompt=f"{PROMPTS['place_order']}\nCall a tool:\n", max_tokens=160,
+        temperature=0, extra_body={"grammar": grammar},
+    )  # fmt: skip
+    text = r.choices[0].text
+    assert text.startswith("<tool_call>\n")
+    parser = tools.parser(plan)
+    content, calls = parser.feed(text)
+    content += parser.finish()[0]
+    if r.choices[0].finish_reason == "stop":
+        assert content == "" and calls
+    for call in calls:
+        assert call.done and call.id and call.name in SCHEMAS
+        jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
+    if not parallel:
+        assert len(calls) == 1 and r.choices[0].finish_reason == "stop"
 
 
 # -- refusals ---------------------------------------------------------------------------------
