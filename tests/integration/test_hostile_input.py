@@ -111,6 +111,14 @@ HOSTILE = [
         "items",
     ),
     ("/v1/chat/completions", CHAT | {"top_k": 2**40}, 422, "top_k"),
+    # a float32 0: the penalised logits were NaN, the draw fell on a token the grammar forbids
+    # and llama.cpp aborted the process (found by the long fuzz run)
+    (
+        "/v1/chat/completions",
+        CHAT | {"repeat_penalty": 5e-324, "response_format": {"type": "json_object"}},
+        422,
+        "repeat_penalty",
+    ),
     ("/v1/chat/completions", CHAT | {"top_logprobs": 21, "logprobs": True}, 422, "top_logprobs"),
     (
         "/v1/chat/completions",
@@ -164,3 +172,26 @@ def test_extreme_seeds_are_accepted(node: tuple[str, subprocess.Popen[bytes]]) -
     for seed in (-1, 2**32, 2**70):
         r = _post(url, "/v1/chat/completions", CHAT | {"seed": seed, "temperature": 1.0})
         assert r.status_code == 200, r.text
+
+
+def test_a_vanishing_temperature_decodes_greedily(
+    node: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """Logits divided by 1e-45 overflow to NaN, and the draw fell on the vocabulary's last token
+    (under a grammar, one it forbids: llama.cpp aborted). Below 1e-5 it is greedy decoding."""
+    url, proc = node
+    json_chat = CHAT | {"response_format": {"type": "json_object"}, "max_tokens": 24, "seed": 3}
+    greedy = _post(url, "/v1/chat/completions", json_chat | {"temperature": 0})
+    assert greedy.status_code == 200, greedy.text
+    for t in (1e-45, 1e-30, 9e-6):
+        r = _post(url, "/v1/chat/completions", json_chat | {"temperature": t})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"] == greedy.json()["choices"][0]["message"]
+    # the control: a real temperature samples (another text for some seed)
+    sampled = [
+        _post(url, "/v1/chat/completions", json_chat | {"temperature": 1.2, "seed": s}).json()
+        for s in range(3)
+    ]
+    greedy_text = greedy.json()["choices"][0]["message"]["content"]
+    assert any(a["choices"][0]["message"]["content"] != greedy_text for a in sampled)
+    assert proc.poll() is None

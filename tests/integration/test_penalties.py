@@ -103,6 +103,7 @@ def test_penalised_sampling_is_seeded(smol_client: openai.OpenAI) -> None:
         ("presence_penalty", 2.5),
         ("frequency_penalty", -3),
         ("repeat_penalty", 0),
+        ("repeat_penalty", 5e-324),  # a float32 0: it made the logits NaN (found by fuzzing)
         ("repeat_last_n", -2),
     ],
 )

@@ -271,6 +271,7 @@ class Engine:
         bias = request.sampling.logit_bias
         if bias:
             self.check_token_ids([t for t, _ in bias], param="logit_bias")
+        request.sampling.penalties.check()
         if request.sampling.grammar is not None:
             self.check_grammar(request.sampling.grammar)
             if request.ignore_eos:

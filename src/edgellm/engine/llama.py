@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgellm.engine.penalties import Penalties
+from edgellm.engine.types import GREEDY_BELOW
 from edgellm.errors import EdgeLLMError, InvalidRequestError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -469,7 +470,7 @@ class Sampler:
                 raise ValueError(f"logit_bias token id {token} is outside the vocabulary")
         self._bias_ids = np.array([t for t, _ in logit_bias], dtype=np.intp)
         self._bias_values = np.array([b for _, b in logit_bias], dtype=np.float32)
-        if temperature <= 0:
+        if temperature < GREEDY_BELOW:
             return
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if logit_bias:
@@ -507,6 +508,10 @@ class Sampler:
             if not grammar.allows(token):
                 self.n_masked += 1
                 token = self._draw_constrained(index, grammar)
+                # llama.cpp aborts the process on accepting a token the grammar forbids; a
+                # masked draw cannot give one unless the row held NaN, but nothing is trusted
+                if not grammar.allows(token):
+                    raise GrammarDeadEndError(_DEAD_END, param="grammar")
             if not self._model.is_eog(token):
                 grammar.accept(token)
         if self._penalties is not None:

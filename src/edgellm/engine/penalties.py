@@ -16,12 +16,21 @@ reported to the client stay the model's own, as they are without penalties.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from edgellm.errors import InvalidRequestError
+
+# The repeat penalty divides logits: below this a float32 logit overflows to infinity, the
+# softmax turns to NaN and the sampler's draw is no longer a draw from the allowed tokens.
+MIN_REPEAT_PENALTY = 0.01
+MAX_REPEAT_PENALTY = 10.0
+MAX_PRESENCE_FREQUENCY = 2.0  # OpenAI's bound, either sign
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,26 @@ class PenaltySettings:
     frequency: float = 0.0
     repeat: float = 1.0
     repeat_last_n: int = 64  # prompt + answer tokens the repeat penalty sees (-1: all of them)
+
+    def check(self) -> None:
+        """Refuse values whose penalised logits would not stay finite (400 naming the field)."""
+        for name, value in (
+            ("presence_penalty", self.presence),
+            ("frequency_penalty", self.frequency),
+        ):
+            if not (math.isfinite(value) and abs(value) <= MAX_PRESENCE_FREQUENCY):
+                raise InvalidRequestError(f"{name} must be within [-2, 2], got {value}", param=name)
+        if not MIN_REPEAT_PENALTY <= self.repeat <= MAX_REPEAT_PENALTY:
+            raise InvalidRequestError(
+                f"repeat_penalty must be within [{MIN_REPEAT_PENALTY}, {MAX_REPEAT_PENALTY}], "
+                f"got {self.repeat}",
+                param="repeat_penalty",
+            )
+        if self.repeat_last_n < -1:
+            raise InvalidRequestError(
+                f"repeat_last_n must be -1 or more, got {self.repeat_last_n}",
+                param="repeat_last_n",
+            )
 
     @property
     def active(self) -> bool:

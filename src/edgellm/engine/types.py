@@ -21,9 +21,15 @@ class FinishReason(StrEnum):
     TOOL_CALLS = "tool_calls"  # the answer is tool calls (set by the wire layer, which parses them)
 
 
+# Temperatures below this decode greedily (vLLM's rule too): dividing logits by a smaller one
+# overflows float32, the softmax turns to NaN and the draw falls on the vocabulary's last token.
+GREEDY_BELOW = 1e-5
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """Sampling settings. temperature == 0 means greedy decoding (deterministic)."""
+    """Sampling settings. A temperature below `GREEDY_BELOW` means greedy decoding
+    (deterministic)."""
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -40,7 +46,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from edgellm.config import MAX_ESCALATION_DEADLINE_S, Feature
 from edgellm.engine.engine import MAX_GRAMMAR_CHARS
-from edgellm.engine.penalties import PenaltySettings
+from edgellm.engine.penalties import MAX_REPEAT_PENALTY, MIN_REPEAT_PENALTY, PenaltySettings
 from edgellm.engine.structured import JSON_OBJECT_SCHEMA, schema_grammar
 from edgellm.errors import InvalidRequestError
 
@@ -272,8 +272,8 @@ class _SamplingFields(_Request):
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     repeat_penalty: float = Field(
         1.0,
-        gt=0.0,
-        le=10.0,
+        ge=MIN_REPEAT_PENALTY,
+        le=MAX_REPEAT_PENALTY,
         description="llama.cpp: divides positive (multiplies negative) "
         "logits of the last repeat_last_n tokens of prompt and answer; 1 = off",
     )

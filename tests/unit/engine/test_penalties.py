@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edgellm.engine.penalties import Penalties, PenaltySettings
+from edgellm.errors import InvalidRequestError
 
 
 def _row() -> np.ndarray:
@@ -62,3 +63,31 @@ def test_repeat_window_of_minus_one_covers_everything_and_zero_nothing() -> None
     none = Penalties(PenaltySettings(repeat=2.0, repeat_last_n=0), prompt=[5, 0])
     none.accept(3)
     np.testing.assert_array_equal(none.apply(_row()), _row())
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        (PenaltySettings(repeat=5e-324), "repeat_penalty"),  # float32 0: logits / 0 = inf, NaN
+        (PenaltySettings(repeat=0.009), "repeat_penalty"),
+        (PenaltySettings(repeat=11.0), "repeat_penalty"),
+        (PenaltySettings(presence=float("nan")), "presence_penalty"),
+        (PenaltySettings(frequency=-2.5), "frequency_penalty"),
+        (PenaltySettings(repeat_last_n=-2), "repeat_last_n"),
+    ],
+)
+def test_values_that_would_break_the_logits_are_refused(
+    settings: PenaltySettings, field: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        settings.check()
+    assert err.value.param == field
+
+
+def test_the_bounds_keep_every_penalised_logit_finite() -> None:
+    PenaltySettings(presence=2.0, frequency=-2.0, repeat=0.01, repeat_last_n=-1).check()
+    row = np.array([60.0, -60.0, 0.0, 1e-3], dtype=np.float32)  # logits of a real model: |x| < 100
+    p = Penalties(PenaltySettings(presence=2.0, frequency=2.0, repeat=0.01, repeat_last_n=-1), [])
+    for token in (0, 1, 2, 3) * 50:
+        p.accept(token)
+    assert np.isfinite(p.apply(row)).all()
