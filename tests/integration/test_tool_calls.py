@@ -490,3 +490,44 @@ def test_the_gateway_passes_tool_calls_through_local_and_http_backends(
             ask(gw, "node-smol", "hi", tools=TOOLS, tool_choice=rocket)
     finally:
         assert stop(proc)
+
+
+def test_a_cascade_serves_the_calls_of_the_model_it_keeps() -> None:
+    from tests.integration.gateway.harness import start_gateway
+
+    engine = EngineConfig(n_ctx=1024, n_threads=2, seed=1)
+    gw = start_gateway(
+        {
+            "models": [
+                ModelConfig(name=SMOL, source=SMOL, tier="edge-small", engine=engine),
+                ModelConfig(name=GEMMA, source=GEMMA, tier="edge-large", engine=engine),
+            ],
+            "policies": [
+                {"name": "keep", "kind": "cascade", "models": [SMOL, GEMMA], "threshold": -100.0},
+                {
+                    "name": "climb",
+                    "kind": "cascade",
+                    "models": [SMOL, GEMMA],
+                    "threshold": 1.0,
+                    "early_abort_tokens": 3,
+                },
+            ],
+        },
+        load_models=True,
+    )
+    try:
+        client = gw.client()
+        for policy, served in (("keep", SMOL), ("climb", GEMMA)):
+            whole = ask(client, policy, PROMPTS["get_weather"], tools=TOOLS,
+                        tool_choice="required", **ONE)  # fmt: skip
+            assert whole.model == served and whole.choices[0].finish_reason == "tool_calls"
+            assert len(assert_valid_calls(whole.choices[0], names=set(SCHEMAS))) == 1
+            streamed = ask(client, policy, PROMPTS["get_weather"], tools=TOOLS,
+                           tool_choice="required", stream=True, **ONE)  # fmt: skip
+            calls, _, finish, _ = reassemble(streamed)
+            assert finish == "tool_calls"
+            assert calls == [
+                (c.function.name, c.function.arguments) for c in whole.choices[0].message.tool_calls
+            ]
+    finally:
+        gw.stop()
