@@ -160,8 +160,9 @@ class ServerConfig(BaseModel):
 
 BUNDLED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 # What a bundled model serves unless its config says: SmolLM2 also embeds (its embedding context
-# adds ~50 MB); Gemma 3's 262k-token vocabulary makes llama.cpp's per-token logits in embedding
-# mode cost ~5x as much, so it only generates.
+# adds 24 MiB, 70 MiB once llama.cpp's output buffers have grown: benchmarks/embeddings.py);
+# Gemma 3's 262k-token vocabulary makes those buffers (n_vocab logits per token of a batch in
+# embedding mode) 5x as large, so it only generates.
 BUNDLED_SERVES: dict[str, list[Capability]] = {
     "smollm2-135m-instruct": ["generation", "embeddings"],
     "gemma3-270m": ["generation"],
