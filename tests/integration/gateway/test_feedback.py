@@ -113,7 +113,7 @@ def test_feedback_errors(tiers: tuple[Fake, Fake], tmp_path: Path) -> None:
                 ({"id": answer_id, "correct": "yes"}, 422),
                 ({"id": answer_id, "correct": 1}, 422),
                 ({"id": "x" * 5000, "correct": True}, 422),
-                ({"id": answer_id, "correct": True, "extra": 1}, 422),
+                ({"id": answer_id, "correct": True, "extra": 1}, 400),  # unknown field
                 ([answer_id], 422),
                 ({"correct": True}, 422),
             ]
