@@ -415,13 +415,14 @@ class Router:
         needs = call.body.needs()
         if not needs:
             return targets
-        capable = [(m, r) for m, r in targets if not r.lacks(needs)]
-        skipped = [r.id for _, r in targets if r.lacks(needs)]
+        lacking = [r.lacks(needs) for _, r in targets]
+        capable = [t for t, lacks in zip(targets, lacking, strict=True) if not lacks]
+        skipped = [r.id for (_, r), lacks in zip(targets, lacking, strict=True) if lacks]
         if skipped:
             info.signals["skipped_for_features"] = skipped
         if capable:
             return capable
-        missing = sorted(set().union(*(r.lacks(needs) for _, r in targets)))
+        missing = sorted(set().union(*lacking))
         names = ", ".join(dict.fromkeys(m.name for m, _ in targets))
         raise InvalidRequestError(
             f"no replica of {names} honours {', '.join(missing)} (its `supports` setting)",
