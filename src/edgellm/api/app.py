@@ -30,8 +30,8 @@ from edgellm.engine.engine import Engine, off_loop
 from edgellm.engine.pool import EnginePool, PoolState
 from edgellm.errors import InvalidRequestError
 from edgellm.gateway.auth import TOKEN_METER, ApiKeyAuth
-from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import Conversations
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.router import Router
 from edgellm.wire.embeddings import EmbeddingRequest, EmbeddingResponse
 from edgellm.wire.schemas import (
@@ -167,13 +167,15 @@ def create_app(target: EnginePool | Router, server: ServerConfig | None = None) 
             )
         return pool.get(model)
 
-    def make_call(body: ChatCompletionRequest | CompletionRequest, request: Request) -> Call:
+    def make_call(
+        body: ChatCompletionRequest | CompletionRequest, request: Request
+    ) -> GatewayRequest:
         request.state.model = body.model
         # as {k.lower(): v for k, v in request.headers.items()}, without the Headers object
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
         }
-        return Call.of(body, headers)
+        return GatewayRequest.of(body, headers)
 
     # Served by FastGeneration (app.fast); these routes answer what it hands on (invalid bodies,
     # other content types, every request while OpenTelemetry is on) and document the endpoints

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -24,8 +24,8 @@ from edgellm.engine.types import (
 )
 from edgellm.errors import EdgeLLMError
 from edgellm.gateway.backends.base import EventStream
-from edgellm.gateway.call import Call
 from edgellm.gateway.errors import UpstreamError
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.streams import ReplayStream
 from edgellm.wire import encode
 from edgellm.wire.encode import error_body
@@ -47,7 +47,7 @@ def _observe_routed(router: Router, routed: StartedAnswer) -> None:
     router.metrics.count_routed(info.policy or "explicit", routed.model.name)
 
 
-async def _route(router: Router, call: Call) -> StartedAnswer:
+async def _route(router: Router, call: GatewayRequest) -> StartedAnswer:
     routed = await router.route(call)
     _observe_routed(router, routed)
     return routed
@@ -66,7 +66,7 @@ async def _watching(request: Request, work: Awaitable[T]) -> T:
         guard.stop()
 
 
-async def route_watching(router: Router, call: Call, request: Request) -> StartedAnswer:
+async def route_watching(router: Router, call: GatewayRequest, request: Request) -> StartedAnswer:
     """Route `call`; a client that disconnects meanwhile cancels routing and upstream work."""
     return await _watching(request, _route(router, call))
 
@@ -102,7 +102,7 @@ async def _collect(stream: EventStream) -> tuple[encode.Collected, Finished]:
 
 
 async def _route_and_collect(
-    router: Router, call: Call
+    router: Router, call: GatewayRequest
 ) -> tuple[StartedAnswer, encode.Collected, Finished]:
     """A whole answer has sent nothing to the client yet, so an upstream that breaks mid-way
     (a replica killed under load) is retried from the start, on the next healthy replica."""
@@ -122,7 +122,7 @@ async def _route_and_collect(
 
 
 async def whole_answer(
-    router: Router, call: Call, request: Request
+    router: Router, call: GatewayRequest, request: Request
 ) -> tuple[StartedAnswer, encode.Collected, Finished]:
     """Route and collect a non-streamed answer; the client's disconnect cancels both."""
     return await _watching(request, _route_and_collect(router, call))
@@ -206,7 +206,7 @@ async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
     router: Router,
-    call: Call,
+    call: GatewayRequest,
     on_finish: OnFinish | None = None,
     *,
     on_usage: OnUsage | None = None,
@@ -231,7 +231,7 @@ async def chat_completions(
     return JsonAnswer(answer, routed.info.header())
 
 
-async def _chat_events(
+def _chat_events(
     routed: StartedAnswer,
     ids: encode.ResponseIds,
     body: ChatCompletionRequest,
@@ -239,45 +239,79 @@ async def _chat_events(
     on_usage: OnUsage | None,
 ) -> AsyncIterator[bytes]:
     usage = body.include_usage
-    stream = routed.stream
+    k = body.top_logprobs or 0
     text: list[str] = []
-    meter = _StreamMeter(on_usage) if on_usage is not None else None
     # with tools, the format's own tokens come as deltas without text: no chunk for them
     quiet = bool(body.tools) and not body.logprobs
+
+    def delta(event: TextDelta) -> bytes | None:
+        text.append(event.text)
+        if quiet and not event.text:
+            return None
+        lps = encode.chat_logprobs(_top(event.logprobs, k)) if body.logprobs else None
+        return encode.chat_chunk(ids, content=event.text, logprobs=lps, include_usage=usage)
+
+    def final(event: Finished, route: dict[str, Any]) -> bytes:
+        if on_finish is not None:
+            on_finish("".join(text))
+        return encode.chat_chunk(
+            ids,
+            finish=encode.finish_reason(event),
+            timings=event.timings.as_dict(),
+            include_usage=usage,
+            route=route,
+        )
+
+    return _events(
+        routed,
+        ids,
+        on_usage,
+        chat=True,
+        include_usage=usage,
+        lead=encode.chat_chunk(ids, role="assistant", content="", include_usage=usage),
+        delta=delta,
+        final=final,
+        tool_call=lambda event: encode.chat_chunk(ids, tool_call=event, include_usage=usage),
+    )
+
+
+async def _events(
+    routed: StartedAnswer,
+    ids: encode.ResponseIds,
+    on_usage: OnUsage | None,
+    *,
+    chat: bool,
+    include_usage: bool,
+    lead: bytes | None,
+    delta: Callable[[TextDelta], bytes | None],
+    final: Callable[[Finished, dict[str, Any]], bytes],
+    tool_call: Callable[[ToolCallDelta], bytes] | None = None,
+) -> AsyncIterator[bytes]:
+    """An answer's SSE stream, chat and completion alike: `lead`, a chunk per delta, the final
+    chunk (and the usage chunk if asked for) or an error event, then `[DONE]`. However the
+    client's stream ends, the upstream stream is cancelled and its tokens are charged once."""
+    stream = routed.stream
+    meter = _StreamMeter(on_usage) if on_usage is not None else None
     try:
-        yield encode.chat_chunk(ids, role="assistant", content="", include_usage=usage)
+        if lead is not None:
+            yield lead
         async for event in stream:
             if isinstance(event, ToolCallDelta):
-                yield encode.chat_chunk(ids, tool_call=event, include_usage=usage)
+                if tool_call is not None:
+                    yield tool_call(event)
             elif isinstance(event, TextDelta):
                 if meter is not None:
                     meter.delta(event)
-                text.append(event.text)
-                if quiet and not event.text:
-                    continue
-                yield encode.chat_chunk(
-                    ids,
-                    content=event.text,
-                    logprobs=encode.chat_logprobs(_top(event.logprobs, body.top_logprobs or 0))
-                    if body.logprobs
-                    else None,
-                    include_usage=usage,
-                )
+                chunk = delta(event)
+                if chunk is not None:
+                    yield chunk
             elif isinstance(event, Finished):
                 if meter is not None:
                     meter.finished(event)
                 route = routed.info.as_dict()
-                yield encode.chat_chunk(
-                    ids,
-                    finish=encode.finish_reason(event),
-                    timings=event.timings.as_dict(),
-                    include_usage=usage,
-                    route=route,
-                )
-                if usage:
-                    yield encode.usage_chunk(ids, event, chat=True, route=route)
-                if on_finish is not None:
-                    on_finish("".join(text))
+                yield final(event, route)
+                if include_usage:
+                    yield encode.usage_chunk(ids, event, chat=chat, route=route)
                 break
             elif isinstance(event, Failed):
                 yield _error_event(event.error)
@@ -296,7 +330,7 @@ async def completions(
     body: CompletionRequest,
     request: Request,
     router: Router,
-    call: Call,
+    call: GatewayRequest,
     *,
     on_usage: OnUsage | None = None,
 ) -> Response:
@@ -328,7 +362,7 @@ async def completions(
     return JsonAnswer(out, routed.info.header())
 
 
-async def _completion_events(
+def _completion_events(
     routed: StartedAnswer,
     ids: encode.ResponseIds,
     body: CompletionRequest,
@@ -336,49 +370,34 @@ async def _completion_events(
 ) -> AsyncIterator[bytes]:
     usage = body.include_usage
     with_logprobs = body.logprobs is not None
+    k = body.logprobs or 0
     echo = routed.echo
     offset = len(echo.text)
-    stream = routed.stream
-    meter = _StreamMeter(on_usage) if on_usage is not None else None
-    try:
-        if echo.text:  # the prompt first, in one chunk, with its tokens' log-probs if asked
-            lps = (
-                encode.completion_logprobs((), 0, prompt=_top(echo.logprobs, body.logprobs or 0))
-                if with_logprobs
-                else None
-            )
-            yield encode.completion_chunk(ids, echo.text, logprobs=lps, include_usage=usage)
-        async for event in stream:
-            if isinstance(event, TextDelta):
-                if meter is not None:
-                    meter.delta(event)
-                lps = (
-                    encode.completion_logprobs(_top(event.logprobs, body.logprobs or 0), offset)
-                    if with_logprobs
-                    else None
-                )
-                offset += len(event.text)
-                yield encode.completion_chunk(ids, event.text, logprobs=lps, include_usage=usage)
-            elif isinstance(event, Finished):
-                if meter is not None:
-                    meter.finished(event)
-                route = routed.info.as_dict()
-                yield encode.completion_chunk(
-                    ids,
-                    "",
-                    finish=encode.finish_reason(event),
-                    timings=event.timings.as_dict(),
-                    include_usage=usage,
-                    route=route,
-                )
-                if usage:
-                    yield encode.usage_chunk(ids, event, chat=False, route=route)
-                break
-            elif isinstance(event, Failed):
-                yield _error_event(event.error)
-                break
-        yield encode.SSE_DONE
-    finally:
-        stream.cancel()
-        if meter is not None:
-            meter.close()
+    lead = None
+    if echo.text:  # the prompt first, in one chunk, with its tokens' log-probs if asked
+        lps = (
+            encode.completion_logprobs((), 0, prompt=_top(echo.logprobs, k))
+            if with_logprobs
+            else None
+        )
+        lead = encode.completion_chunk(ids, echo.text, logprobs=lps, include_usage=usage)
+
+    def delta(event: TextDelta) -> bytes:
+        nonlocal offset
+        lps = encode.completion_logprobs(_top(event.logprobs, k), offset) if with_logprobs else None
+        offset += len(event.text)
+        return encode.completion_chunk(ids, event.text, logprobs=lps, include_usage=usage)
+
+    def final(event: Finished, route: dict[str, Any]) -> bytes:
+        return encode.completion_chunk(
+            ids,
+            "",
+            finish=encode.finish_reason(event),
+            timings=event.timings.as_dict(),
+            include_usage=usage,
+            route=route,
+        )
+
+    return _events(
+        routed, ids, on_usage, chat=False, include_usage=usage, lead=lead, delta=delta, final=final
+    )

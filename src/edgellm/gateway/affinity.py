@@ -39,9 +39,9 @@ from edgellm.config import AffinitySettings
 from edgellm.engine.types import Finished
 
 if TYPE_CHECKING:
-    from edgellm.gateway.call import Call
     from edgellm.gateway.health import ReplicaState
     from edgellm.gateway.metrics import GatewayMetrics
+    from edgellm.gateway.request import GatewayRequest
     from edgellm.gateway.route import Route
 
 _ALPHA = 0.2  # weight of the newest sample in the bytes-per-token estimate
@@ -59,7 +59,7 @@ class Replica(Protocol):
 R = TypeVar("R", bound=Replica)
 
 
-def prompt_bytes(call: Call) -> bytes:
+def prompt_bytes(call: GatewayRequest) -> bytes:
     """The prompt's wire text: one JSON object per message, so earlier turns are a prefix."""
     messages = call.history if call.history is not None else call.messages
     if messages is not None:
@@ -68,7 +68,7 @@ def prompt_bytes(call: Call) -> bytes:
     return prompt.encode() if isinstance(prompt, str) else orjson.dumps(prompt)
 
 
-def shared_lead(call: Call) -> int:
+def shared_lead(call: GatewayRequest) -> int:
     """Bytes of the prompt's leading system/developer messages: a prefix many conversations
     share, which says nothing about where a conversation lives."""
     messages = call.history if call.history is not None else call.messages
@@ -210,7 +210,9 @@ class ReplicaAffinity:
 
     # -- choosing --------------------------------------------------------------------------
 
-    def order(self, replicas: Sequence[R], call: Call, info: Route | None = None) -> list[R]:
+    def order(
+        self, replicas: Sequence[R], call: GatewayRequest, info: Route | None = None
+    ) -> list[R]:
         """Available replicas first: the one expected to hold the longest prefix unless it is
         over its bounded load, then by load; unavailable replicas last."""
         now = time.monotonic()
@@ -273,7 +275,7 @@ class ReplicaAffinity:
             }
         return by_load + down
 
-    def expect(self, replicas: Sequence[Replica], call: Call) -> dict[str, int]:
+    def expect(self, replicas: Sequence[Replica], call: GatewayRequest) -> dict[str, int]:
         """Prompt tokens each replica is expected to hold cached, for a policy that ranks
         replicas itself (`load`); the replica that then takes the request is recorded as if
         `order` had chosen it."""
@@ -298,7 +300,7 @@ class ReplicaAffinity:
 
     # -- learning --------------------------------------------------------------------------
 
-    def routed(self, replica: str, call: Call) -> None:
+    def routed(self, replica: str, call: GatewayRequest) -> None:
         """The replica took the request: it will hold the prompt's blocks. (Nothing to do for a
         request that was not ordered here: a model with one replica has no choice to make.)"""
         ticket = self._tickets.get(call.answer_id)
@@ -307,7 +309,7 @@ class ReplicaAffinity:
         self.index.insert(replica, ticket.blocks)
         self._recent.append(replica)
 
-    def finished(self, replica: str, call: Call, last: object) -> None:
+    def finished(self, replica: str, call: GatewayRequest, last: object) -> None:
         """Correct the index from what the replica reported it reused."""
         if not isinstance(last, Finished):
             self._tickets.pop(call.answer_id, None)

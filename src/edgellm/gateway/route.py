@@ -19,7 +19,7 @@ from edgellm.wire.echo import Echo
 
 if TYPE_CHECKING:
     from edgellm.gateway.affinity import ReplicaAffinity
-    from edgellm.gateway.call import Call
+    from edgellm.gateway.request import GatewayRequest
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Candidate:
     def ordered_replicas(self) -> list[Backend]:
         return ordered_replicas(self.replicas, next(self._rr))
 
-    def expected_cached(self, call: Call) -> dict[str, int]:
+    def expected_cached(self, call: GatewayRequest) -> dict[str, int]:
         """Prompt tokens of `call` each replica is expected to hold cached (empty: no index, or
         one replica)."""
         a = self.affinity

@@ -43,7 +43,6 @@ from edgellm.gateway.backends.base import Backend
 from edgellm.gateway.backends.dns import replica_urls, resolve_addresses
 from edgellm.gateway.backends.http import HttpBackend
 from edgellm.gateway.backends.local import LocalBackend
-from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import trim
 from edgellm.gateway.errors import (
     EmbeddingsUnsupported,
@@ -54,6 +53,7 @@ from edgellm.gateway.errors import (
 )
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.metrics import GatewayMetrics
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.route import Candidate, Route, StartedAnswer, down_error
 from edgellm.gateway.streams import BufferedEvents, ReplayStream
 from edgellm.gateway.upstream import HttpClient
@@ -214,7 +214,7 @@ class Router:
 
     # -- routing ----------------------------------------------------------------------------
 
-    async def route(self, call: Call) -> StartedAnswer:
+    async def route(self, call: GatewayRequest) -> StartedAnswer:
         name = call.body.model
         private_header = call.headers.get("x-edgellm-private", "").lower()
         call.private = private_header in {"1", "true", "yes"}
@@ -353,7 +353,7 @@ class Router:
                 log.warning("%s %s: the answer is not JSON", replica.id, path)
         raise NoBackendError(f"no replica of {model.name} answered {path}: {last}")
 
-    def ordered(self, model: Candidate, call: Call, info: Route) -> list[Backend]:
+    def ordered(self, model: Candidate, call: GatewayRequest, info: Route) -> list[Backend]:
         """The model's replicas in the order to try: cache-aware (gateway/affinity.py)."""
         affinity = self.affinity.get(model.name)
         if affinity is None or len(model.replicas) < 2 or not affinity.settings.enabled:
@@ -361,7 +361,7 @@ class Router:
         return affinity.order(model.replicas, call, info)
 
     async def execute(
-        self, call: Call, models: list[Candidate], info: Route, *, fallback: bool = True
+        self, call: GatewayRequest, models: list[Candidate], info: Route, *, fallback: bool = True
     ) -> StartedAnswer:
         """Start the generation on the first replica that takes it, in the order given."""
         if call.private:
@@ -408,7 +408,7 @@ class Router:
         raise NoBackendError(f"no replica of {names} could take the request: {last}")
 
     def _capable(
-        self, targets: list[tuple[Candidate, Backend]], call: Call, info: Route
+        self, targets: list[tuple[Candidate, Backend]], call: GatewayRequest, info: Route
     ) -> list[tuple[Candidate, Backend]]:
         """The replicas that honour everything the request needs (the others would answer it
         while ignoring a part of it); a 400 naming the field if none does."""
@@ -430,7 +430,7 @@ class Router:
         )
 
     async def _attempt(
-        self, call: Call, model: Candidate, replica: Backend, info: Route
+        self, call: GatewayRequest, model: Candidate, replica: Backend, info: Route
     ) -> StartedAnswer:
         t0 = time.perf_counter()
         if call.history is not None:
@@ -504,7 +504,9 @@ class Router:
             ReplayStream(prefix, events, stream, on_end), model, replica, echo, info
         )
 
-    def _fit_history(self, call: Call, model: Candidate, replica: Backend, info: Route) -> None:
+    def _fit_history(
+        self, call: GatewayRequest, model: Candidate, replica: Backend, info: Route
+    ) -> None:
         assert call.history is not None
         window = model.window()
         if window is None:

@@ -33,7 +33,7 @@ class FakeReplica:
 
 @dataclass
 class FakeCall:
-    """What the affinity reads of a gateway `Call`."""
+    """What the affinity reads of a gateway `GatewayRequest`."""
 
     messages: list[dict[str, Any]] | None
     history: list[dict[str, Any]] | None = None

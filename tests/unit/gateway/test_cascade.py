@@ -24,9 +24,9 @@ from edgellm.engine.types import (
     TokenLogprob,
 )
 from edgellm.errors import EdgeLLMError
-from edgellm.gateway.call import Call
 from edgellm.gateway.errors import NoBackendError, UpstreamError
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.router import Router, StartedAnswer
 from edgellm.wire.echo import Echo
 from edgellm.wire.schemas import ChatCompletionRequest
@@ -51,7 +51,7 @@ class Script:
         self.produced = 0  # tokens generated, read or not
         self.cancelled = 0
 
-    async def open(self, call: Call) -> tuple[ScriptStream, Echo]:
+    async def open(self, call: GatewayRequest) -> tuple[ScriptStream, Echo]:
         self.opened += 1
         if self.first_delay_s:
             await asyncio.sleep(self.first_delay_s)
@@ -59,7 +59,7 @@ class Script:
             raise self.fail
         return ScriptStream(self), Echo()
 
-    def first_event_timeout(self, call: Call) -> float | None:
+    def first_event_timeout(self, call: GatewayRequest) -> float | None:
         return None
 
     def lacks(self, needs: frozenset[str]) -> frozenset[str]:
@@ -148,11 +148,11 @@ def make_router(**policy: Any) -> tuple[Router, Tiers]:
     return router, Tiers(small, large, cloud)
 
 
-def call(**extra: Any) -> Call:
+def call(**extra: Any) -> GatewayRequest:
     body = ChatCompletionRequest(
         model="cascade", messages=[{"role": "user", "content": "hi"}], **extra
     )
-    return Call.of(body, {})
+    return GatewayRequest.of(body, {})
 
 
 async def answer(routed: StartedAnswer) -> tuple[str, GenerationEvent | None]:

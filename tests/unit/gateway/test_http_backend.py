@@ -10,9 +10,9 @@ import pytest
 from edgellm.config import HttpBackendConfig
 from edgellm.engine.types import Failed, Finished, FinishReason, TextDelta
 from edgellm.gateway.backends.http import HttpBackend
-from edgellm.gateway.call import Call
 from edgellm.gateway.errors import UpstreamError
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.upstream import HttpClient
 from edgellm.wire.echo import Echo
 from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
@@ -39,14 +39,14 @@ def backend(url: str, **cfg: Any) -> HttpBackend:
     )
 
 
-def chat_call(**body: Any) -> Call:
+def chat_call(**body: Any) -> GatewayRequest:
     """A streamed chat request (the upstream streams too), unless `stream=False` is given."""
     body.setdefault("stream", True)
     req = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}], **body)
-    return Call.of(req, {})
+    return GatewayRequest.of(req, {})
 
 
-async def run(b: HttpBackend, call: Call) -> list[Any]:
+async def run(b: HttpBackend, call: GatewayRequest) -> list[Any]:
     stream, _ = await b.open(call)
     return [e async for e in stream]
 
@@ -200,7 +200,7 @@ def test_completions_echo_is_not_doubled_and_keeps_the_prompts_logprobs() -> Non
         {"choices": [{"text": " there", "logprobs": answer_lps, "finish_reason": "stop"}]},
     )
     request = CompletionRequest(model="m", prompt="Say hi", echo=True, logprobs=1, stream=True)
-    call = Call.of(request, {})
+    call = GatewayRequest.of(request, {})
 
     async def test(server: RawServer) -> tuple[Echo, list[TextDelta], str]:
         stream, echo = await backend(server.url).open(call)
@@ -224,7 +224,7 @@ def test_integers_beyond_64_bits_go_upstream_as_sent(fields: dict[str, Any]) -> 
     """The schema takes any JSON integer; the upstream (a node masks seeds, refuses token ids)
     gets each one as the client sent it, not a failure to encode it."""
     body = {"model": "m", "prompt": "x", "stream": True} | fields
-    call = Call.of(CompletionRequest(**body), {})
+    call = GatewayRequest.of(CompletionRequest(**body), {})
     answer = sse({"choices": [{"text": "ok", "finish_reason": "stop"}]})
 
     async def test(server: RawServer) -> tuple[list[Any], Received]:
@@ -293,7 +293,9 @@ def test_whole_completion_strips_the_echo_and_reads_completion_logprobs() -> Non
         ],
         "usage": {"prompt_tokens": 2, "completion_tokens": 1},
     }  # fmt: skip
-    call = Call.of(CompletionRequest(model="m", prompt="Say hi", echo=True, logprobs=1), {})
+    call = GatewayRequest.of(
+        CompletionRequest(model="m", prompt="Say hi", echo=True, logprobs=1), {}
+    )
 
     async def test(server: RawServer) -> tuple[Echo, list[Any]]:
         stream, echo = await backend(server.url).open(call)

@@ -23,7 +23,6 @@ from edgellm.engine.types import (
     TokenLogprob,
 )
 from edgellm.errors import EdgeLLMError
-from edgellm.gateway.call import Call
 from edgellm.gateway.errors import NoBackendError, UpstreamError
 from edgellm.gateway.health import ReplicaState
 from edgellm.gateway.policies import learned as learned_module
@@ -32,6 +31,7 @@ from edgellm.gateway.policies.cascade import CascadePolicy, CascadePolicyConfig
 from edgellm.gateway.policies.learned import LearnedPolicy, LearnedPolicyConfig
 from edgellm.gateway.policies.load import LoadPolicy, LoadPolicyConfig
 from edgellm.gateway.policies.rules import RulesPolicy, RulesPolicyConfig
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.route import Candidate, Route, StartedAnswer
 from edgellm.gateway.router import Router
 from edgellm.gateway.streams import ReplayStream
@@ -103,7 +103,7 @@ class Context:
         return sorted(chosen, key=lambda m: TIERS.index(m.tier))
 
     async def execute(
-        self, call: Call, models: list[Candidate], info: Route, *, fallback: bool = True
+        self, call: GatewayRequest, models: list[Candidate], info: Route, *, fallback: bool = True
     ) -> StartedAnswer:
         self.executed.append([m.name for m in models])
         self.private.append(call.private)
@@ -137,14 +137,14 @@ def three_tiers() -> Context:
     return Context(("cloud", "cloud"), ("small", "edge-small"), ("large", "edge-large"))
 
 
-def call(text: str = "hi", headers: dict[str, str] | None = None, **body: Any) -> Call:
+def call(text: str = "hi", headers: dict[str, str] | None = None, **body: Any) -> GatewayRequest:
     request = ChatCompletionRequest(
         model="auto", messages=[{"role": "user", "content": text}], **body
     )
-    return Call.of(request, headers or {})
+    return GatewayRequest.of(request, headers or {})
 
 
-def route(policy: Policy, c: Call, name: str = "p") -> tuple[StartedAnswer, Route]:
+def route(policy: Policy, c: GatewayRequest, name: str = "p") -> tuple[StartedAnswer, Route]:
     info = Route(policy=name)
     routed = asyncio.run(policy.route(c, info))
     return routed, info
@@ -360,7 +360,9 @@ def test_cascade_asks_for_logprobs_except_from_the_last_tier() -> None:
     seen: list[int | None] = []
     execute = ctx.execute
 
-    async def spy(c: Call, models: list[Candidate], info: Route, **kw: Any) -> StartedAnswer:
+    async def spy(
+        c: GatewayRequest, models: list[Candidate], info: Route, **kw: Any
+    ) -> StartedAnswer:
         seen.append(c.force_top_logprobs)
         return await execute(c, models, info, **kw)
 
@@ -370,9 +372,9 @@ def test_cascade_asks_for_logprobs_except_from_the_last_tier() -> None:
 
 
 def test_cascade_never_escalates_an_echo_but_still_skips_a_failing_tier() -> None:
-    def echo_call(echo: bool) -> Call:
+    def echo_call(echo: bool) -> GatewayRequest:
         body = CompletionRequest(model="auto", prompt="The sky is", echo=echo, logprobs=1)
-        return Call.of(body, {})
+        return GatewayRequest.of(body, {})
 
     ctx = three_tiers()
     ctx.replies["small"].logprob = -5.0  # unsure: a plain request escalates
@@ -499,7 +501,7 @@ def test_a_policy_registered_beside_its_config_is_configured_and_built_with_no_o
         def __init__(self, config: FirstPolicyConfig, context: PolicyContext) -> None:
             self.config, self.context = config, context
 
-        async def route(self, call: Call, info: Route) -> StartedAnswer:
+        async def route(self, call: GatewayRequest, info: Route) -> StartedAnswer:
             models = [self.context.candidates([self.config.pick])[0]]
             return await self.context.execute(call, models, info)
 

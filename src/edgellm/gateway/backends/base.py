@@ -8,8 +8,8 @@ from typing import Any, Protocol
 from edgellm.config import Feature
 from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.types import GenerationEvent
-from edgellm.gateway.call import Call
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.request import GatewayRequest
 from edgellm.wire.echo import Echo
 from edgellm.wire.embeddings import EmbeddingRequest
 
@@ -30,7 +30,7 @@ class Backend(Protocol):
     state: ReplicaState
     first_token_timeout_s: float | None
 
-    async def open(self, call: Call) -> tuple[EventStream, Echo]:
+    async def open(self, call: GatewayRequest) -> tuple[EventStream, Echo]:
         """Start the generation; raise before any token on rejection. Returns the stream and the
         echoed prompt (completions with `echo`: its text, and its tokens' log-probs when asked
         for, filled before the stream's first event)."""
@@ -40,7 +40,7 @@ class Backend(Protocol):
         """Which of a request's needs this replica would not honour (it is skipped for it)."""
         ...
 
-    def first_event_timeout(self, call: Call) -> float | None:
+    def first_event_timeout(self, call: GatewayRequest) -> float | None:
         """The longest wait for the first event of `call` before it counts as a timeout."""
         ...
 

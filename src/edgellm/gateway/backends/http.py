@@ -24,10 +24,10 @@ from edgellm.config import Feature, HttpBackendConfig
 from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.types import Failed, GenerationEvent
 from edgellm.gateway.backends.base import EventStream
-from edgellm.gateway.call import Call
 from edgellm.gateway.conversations import estimate_tokens
 from edgellm.gateway.errors import EmbeddingsUnsupported, UpstreamError
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.streams import BufferedEvents
 from edgellm.gateway.upstream import HttpClient, HttpClientError, HttpTimeout, Origin, Response
 from edgellm.wire import decode
@@ -91,15 +91,15 @@ class HttpBackend:
             lines += f"{name}: {value}\r\n".encode("latin-1")
         return lines
 
-    def streams(self, call: Call) -> bool:
+    def streams(self, call: GatewayRequest) -> bool:
         """Whether `call` goes upstream as an SSE stream (else as one whole JSON answer)."""
         return call.wants_stream or self._always_stream
 
-    def first_event_timeout(self, call: Call) -> float | None:
+    def first_event_timeout(self, call: GatewayRequest) -> float | None:
         # a whole answer's first event is its end: only the whole-request limit applies to it
         return self.first_token_timeout_s if self.streams(call) else self.config.timeout_s
 
-    def payload(self, call: Call, *, stream: bool = True) -> dict[str, Any]:
+    def payload(self, call: GatewayRequest, *, stream: bool = True) -> dict[str, Any]:
         body = call.body
         data = body.model_dump(
             exclude_none=True, exclude_defaults=True, exclude=_NOT_FORWARDED
@@ -122,7 +122,7 @@ class HttpBackend:
                 data["logprobs"] = max(data.get("logprobs", 0), call.force_top_logprobs)
         return data
 
-    async def open(self, call: Call) -> tuple[EventStream, Echo]:
+    async def open(self, call: GatewayRequest) -> tuple[EventStream, Echo]:
         cfg = self.config
         deadline = time.monotonic() + cfg.timeout_s
         stream = self.streams(call)

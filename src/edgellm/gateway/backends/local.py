@@ -9,8 +9,8 @@ from edgellm.engine.embedding import EmbeddingResult
 from edgellm.engine.engine import off_loop
 from edgellm.engine.pool import EnginePool, PoolState
 from edgellm.gateway.backends.base import EventStream
-from edgellm.gateway.call import Call
 from edgellm.gateway.health import ReplicaState
+from edgellm.gateway.request import GatewayRequest
 from edgellm.wire import tools
 from edgellm.wire.echo import Echo
 from edgellm.wire.embeddings import EmbeddingRequest
@@ -31,7 +31,7 @@ class LocalBackend:
     def lacks(self, needs: frozenset[Feature]) -> frozenset[Feature]:
         return frozenset()  # the engine honours every feature
 
-    async def open(self, call: Call) -> tuple[EventStream, Echo]:
+    async def open(self, call: GatewayRequest) -> tuple[EventStream, Echo]:
         engine = self.pool.get(self.model)
         body = call.body
         tool_plan = None
@@ -67,7 +67,7 @@ class LocalBackend:
             stream = tools.ToolCallStream(stream, tool_plan)
         return stream, echo
 
-    def first_event_timeout(self, call: Call) -> float | None:
+    def first_event_timeout(self, call: GatewayRequest) -> float | None:
         return None
 
     async def embed(self, body: EmbeddingRequest) -> EmbeddingResult:

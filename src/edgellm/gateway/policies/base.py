@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from edgellm.config import POLICY_CONFIGS, TIERS, PolicyConfig
-from edgellm.gateway.call import Call
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.route import Candidate, Route, StartedAnswer
 
 
@@ -36,7 +36,7 @@ class PolicyContext(Protocol):
         ...
 
     async def execute(
-        self, call: Call, models: list[Candidate], info: Route, *, fallback: bool = True
+        self, call: GatewayRequest, models: list[Candidate], info: Route, *, fallback: bool = True
     ) -> StartedAnswer:
         """Start the answer on the first of `models` whose replica takes it. A private call
         never leaves the edge. `fallback=False`: a context-length error is final."""
@@ -44,7 +44,7 @@ class PolicyContext(Protocol):
 
 
 class Policy(Protocol):
-    async def route(self, call: Call, info: Route) -> StartedAnswer:
+    async def route(self, call: GatewayRequest, info: Route) -> StartedAnswer:
         """Choose the models for `call` and start the answer through the context, recording
         signals and scores in `info`."""
         ...

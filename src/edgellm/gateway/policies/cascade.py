@@ -34,10 +34,10 @@ from edgellm.config import (
 )
 from edgellm.engine.types import Failed, Finished, GenerationEvent, TextDelta, TokenLogprob
 from edgellm.errors import EdgeLLMError
-from edgellm.gateway.call import Call
 from edgellm.gateway.confidence import confidence, make_scorer
 from edgellm.gateway.errors import outcome_of
 from edgellm.gateway.policies.base import PolicyContext, register
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.route import Candidate, Route, StartedAnswer, down_error
 from edgellm.gateway.thresholds import OnlineThreshold
 
@@ -92,12 +92,12 @@ class CascadePolicy:
         """The score below which an answer escalates; read once per request, here only."""
         return self.config.threshold if self.online is None else self.online.threshold()
 
-    def deadline_s(self, call: Call) -> float | None:
+    def deadline_s(self, call: GatewayRequest) -> float | None:
         """The longest wait for a higher tier's first token: the request's, else the policy's."""
         asked = call.body.escalation_deadline_s
         return asked if asked is not None else self.config.escalation_deadline_s
 
-    async def route(self, call: Call, info: Route) -> StartedAnswer:
+    async def route(self, call: GatewayRequest, info: Route) -> StartedAnswer:
         tiers = self.context.candidates(self.config.models)
         if call.private:
             tiers = [m for m in tiers if m.is_edge]
@@ -187,7 +187,7 @@ class CascadePolicy:
                 held.routed.stream.cancel()
 
     async def _start(
-        self, call: Call, model: Candidate, info: Route, deadline: float | None
+        self, call: GatewayRequest, model: Candidate, info: Route, deadline: float | None
     ) -> StartedAnswer:
         """Start `model`; with a deadline (monotonic time), give up on it once that passes."""
         if deadline is None:

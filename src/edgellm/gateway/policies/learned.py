@@ -16,8 +16,8 @@ from typing import Literal
 from pydantic import Field
 
 from edgellm.config import PolicyConfig
-from edgellm.gateway.call import Call
 from edgellm.gateway.policies.base import PolicyContext, fallback_order, register
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.route import Route, StartedAnswer
 from edgellm.gateway.training import PromptClassifier
 
@@ -41,7 +41,7 @@ class LearnedPolicy:
             config.threshold if config.threshold is not None else self.classifier.threshold
         )
 
-    async def route(self, call: Call, info: Route) -> StartedAnswer:
+    async def route(self, call: GatewayRequest, info: Route) -> StartedAnswer:
         models = self.context.candidates(self.config.models)
         if call.private:
             models = [m for m in models if m.is_edge]

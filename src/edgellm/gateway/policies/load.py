@@ -10,8 +10,8 @@ from pydantic import Field
 
 from edgellm.config import PolicyConfig, Tier
 from edgellm.gateway.backends.base import Backend
-from edgellm.gateway.call import Call
 from edgellm.gateway.policies.base import PolicyContext, register
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.route import Candidate, Route, StartedAnswer
 
 
@@ -26,7 +26,7 @@ class LoadPolicy:
         self.config = config
         self.context = context
 
-    async def route(self, call: Call, info: Route) -> StartedAnswer:
+    async def route(self, call: GatewayRequest, info: Route) -> StartedAnswer:
         models = self.context.candidates(self.config.models)
         prompt = call.estimated_prompt_tokens()
         max_tokens = call.max_tokens or 256

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgellm.config import TIERS, PolicyConfig, Tier
-from edgellm.gateway.call import Call
 from edgellm.gateway.policies.base import PolicyContext, fallback_order, register
+from edgellm.gateway.request import GatewayRequest
 from edgellm.gateway.route import Candidate, Route, StartedAnswer
 
 
@@ -74,7 +74,7 @@ class RulesPolicy:
         ]
         self.pii = [(n, re.compile(p)) for n, p in config.pii_patterns.items()]
 
-    def choose(self, call: Call, info: Route) -> list[Candidate]:
+    def choose(self, call: GatewayRequest, info: Route) -> list[Candidate]:
         models = self.context.candidates(self.config.models)
         text = call.text()
         user = call.user_text()
@@ -106,7 +106,7 @@ class RulesPolicy:
         first = at_or_above[0] if at_or_above else eligible[-1]
         return fallback_order(eligible, first)
 
-    async def route(self, call: Call, info: Route) -> StartedAnswer:
+    async def route(self, call: GatewayRequest, info: Route) -> StartedAnswer:
         return await self.context.execute(call, self.choose(call, info), info)
 
 

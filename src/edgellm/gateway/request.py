@@ -10,7 +10,7 @@ from edgellm.wire.schemas import ChatCompletionRequest, CompletionRequest
 
 
 @dataclass(slots=True)
-class Call:
+class GatewayRequest:
     body: ChatCompletionRequest | CompletionRequest
     messages: list[dict[str, Any]] | None = None  # chat: after conversation history is merged
     private: bool = False  # never leaves the edge (header or PII rule)
@@ -25,7 +25,9 @@ class Call:
             self.answer_id = new_id("chatcmpl" if self.is_chat else "cmpl")
 
     @classmethod
-    def of(cls, body: ChatCompletionRequest | CompletionRequest, headers: dict[str, str]) -> Call:
+    def of(
+        cls, body: ChatCompletionRequest | CompletionRequest, headers: dict[str, str]
+    ) -> GatewayRequest:
         messages = None
         if isinstance(body, ChatCompletionRequest):
             messages = [m.model_dump(exclude_none=True) for m in body.messages]
