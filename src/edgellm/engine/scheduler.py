@@ -5,8 +5,11 @@ Decode on a CPU is memory-bound: one step reads all the weights whether it advan
 or four. The scheduler keeps N slots (llama.cpp sequence ids) in one KV cache and, at every
 step, puts the next token of each decoding slot and a chunk of pending prompt tokens into one
 batch. New requests join between steps; a long prompt is prefilled a chunk per step, so running
-streams keep flowing; each slot samples with its own sampler chain. With one slot this is a plain
-serial loop: whole prompts in n_batch chunks, then one token per step.
+streams keep flowing; each slot samples with its own sampler chain. Pending prompts share a
+step's prompt budget shortest first, and a step that ends a prompt (its first token) gives the
+longer ones only a paced chunk, so a short request is not held up behind a long prompt
+(`pacing.py` sizes the chunks). With one slot this is a plain serial loop: whole prompts in
+n_batch chunks, then one token per step.
 
 Slots remember the conversation they last served (`slots.choose_slot`), and a cache that would
 be overwritten is saved to a bounded LRU of sequence states (`slots.SavedStates`), restored when
@@ -52,6 +55,9 @@ log = logging.getLogger(__name__)
 SCORING_CHUNK = 64  # positions with logits per step for scoring jobs (output buffer bound)
 
 
+SHARED_WINDOW_S = 10.0  # how long after requests last ran side by side more are expected
+
+
 class KVCacheFullError(EdgeLLMError):
     status_code = 503
     error_type = "server_error"
@@ -69,6 +75,18 @@ class Prefill:
     start: int  # first position queued
     n_tokens: int
     outputs: list[tuple[int, int]]  # (batch index, position) of the rows with logits
+
+
+def _pending_tokens(slot: Slot) -> int:
+    """Prompt (or scored) tokens `slot` has still to evaluate."""
+    gen = slot.gen
+    if gen is not None:
+        return max(len(gen.prompt) - gen.pos, 0)
+    job = slot.scoring
+    if job is None:
+        return 0
+    n_tokens = len(job.current.context_tokens) + len(job.current.continuation_tokens)
+    return max(n_tokens - job.pos, 0)
 
 
 class Scheduler:
@@ -93,6 +111,7 @@ class Scheduler:
         self._slots = [Slot(seq=i) for i in range(n_slots)]
         self._max_queue = max_queue
         self._pacer = PrefillPacer(prefill_chunk)  # 0 = adapt to keep inter-token latency steady
+        self._last_shared = -math.inf  # when two slots were last busy at once (monotonic)
         self._saved = SavedStates(saved_state_bytes)
         self._queue: deque[Job] = deque()
         self._cv = threading.Condition()
@@ -258,8 +277,16 @@ class Scheduler:
             self._saved.put(slot.cached, self._model.save_seq(slot.seq))
             self.stats.state_saves += 1
 
-    def _prefill_budget(self, n_decoding: int) -> int:
-        return self._pacer.budget(n_decoding, self._model.settings.n_batch - n_decoding)
+    def _prefill_budget(self, n_decoding: int, n_busy: int) -> int:
+        # A request may join during the step: a slot is free, and the node has served
+        # requests side by side lately (a node serving one client at a time keeps whole-batch
+        # prefill steps, the fastest).
+        now = time.monotonic()
+        if n_busy >= 2:
+            self._last_shared = now
+        joinable = n_busy < len(self._slots) and now - self._last_shared < SHARED_WINDOW_S
+        room = self._model.settings.n_batch - n_decoding
+        return self._pacer.budget(n_decoding, room, joinable=joinable)
 
     def step(self) -> None:
         model = self._model
@@ -275,16 +302,30 @@ class Scheduler:
                 decoding_slots.add(slot.seq)
             elif slot.busy:
                 pending.append(slot)
-        shares: dict[int, int] = {}  # seq -> prompt tokens queued this step, in admission order
+        shares: dict[int, int] = {}  # seq -> prompt tokens queued this step
         if pending:  # (a decode-only step skips the pacer)
-            budget = self._prefill_budget(len(decoding_slots))
-            for slot in sorted(pending, key=lambda s: s.order):
+            budget = self._prefill_budget(len(decoding_slots), len(decoding_slots) + len(pending))
+            # Shortest pending prompt first (then admission order): a short prompt that joins
+            # while a long one is being prefilled gets its first token after a step or two
+            # instead of after the whole long prompt, which waits only for the short one's
+            # tokens (vLLM's partial prefills do the same). Slots are few, so a long prompt
+            # waits for at most the other slots' prompts.
+            completing = False  # a prompt of this step gets its first token at the step's end
+            for slot in sorted(pending, key=lambda s: (_pending_tokens(s), s.order)):
                 if budget <= 0:
                     break
                 n = self._prefill_take(slot, budget)
-                if n > 0:
-                    shares[slot.seq] = n
-                    budget -= n
+                if n <= 0:
+                    continue
+                left = _pending_tokens(slot)
+                if completing and n < left:
+                    # a prompt that cannot finish in this step gets only a mixed step's chunk,
+                    # so that the first token of the one that does is not held up
+                    paced = self._prefill_budget(len(decoding_slots) + 1, len(self._slots))
+                    n = min(n, paced)
+                shares[slot.seq] = n
+                budget -= n
+                completing = completing or (slot.gen is not None and n == left)
         # With per-slot KV cells llama.cpp cuts a batch into micro-batches of consecutive
         # sequence ids, taken in the order they first appear: tokens go in by sequence id, so
         # that one micro-batch carries the next token of every slot (a joining prompt listed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgellm.engine.pacing import FIRST_CHUNK, PrefillPacer
+from edgellm.engine.pacing import FIRST_CHUNK, JOINABLE_FIRST, JOINABLE_STEP_S, PrefillPacer
 
 
 def _learn_decode_steps(pacer: PrefillPacer, seconds: float = 0.010, n: int = 8) -> None:
@@ -65,3 +65,17 @@ def test_a_dearer_step_cuts_the_next_chunk_at_once_a_cheaper_one_slowly() -> Non
     # one cheap step moves the estimate only part of the way back
     pacer.record(n_decoding=3, n_prefill=10, elapsed=0.010 + 10 * 0.0005)
     assert 10 < pacer.budget(n_decoding=3, room=509) < 20
+
+
+def test_with_a_free_slot_a_prefill_only_step_is_kept_short_and_without_one_it_is_not() -> None:
+    pacer = PrefillPacer()
+    # unmeasured: a first chunk, so a request that arrives waits for 64 tokens, not 512
+    assert pacer.budget(n_decoding=0, room=512, joinable=True) == JOINABLE_FIRST
+    pacer.record(n_decoding=0, n_prefill=64, elapsed=64 * 0.004)  # 4 ms per prompt token
+    assert pacer.budget(n_decoding=0, room=512, joinable=True) == int(JOINABLE_STEP_S / 0.004)
+    # nobody can join (every slot busy): the whole batch
+    assert pacer.budget(n_decoding=0, room=512, joinable=False) == 512
+    # a fast CPU: the batch room still bounds it
+    fast = PrefillPacer()
+    fast.record(n_decoding=0, n_prefill=64, elapsed=64 * 1e-5)
+    assert fast.budget(n_decoding=0, room=512, joinable=True) == 512
