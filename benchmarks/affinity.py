@@ -15,8 +15,10 @@ Per mode: prefilled / new prompt tokens on later turns (prefilled = the replica'
 TTFT p50/p90 of later turns, aggregate throughput (completion tokens / wall time), requests per
 replica. Modes alternate within each round, and every mode's conversations carry their own
 system line so nothing one mode leaves in a node's cache helps another. `--skew` adds a run
-where one conversation sends many turns while the others run: the busiest replica's share of
-requests against the mean.
+where one conversation sends many turns while the others run (by default, enough others to keep
+the other in-flight places busy as long as it runs): the busiest replica's share of requests
+against the mean, counted while the others run and over the whole run (a hot conversation left
+alone at the end can only add to its own replica's count). `--json` writes every turn.
 
     .venv/bin/python benchmarks/affinity.py                 # 2 and 3 replicas, one round
     .venv/bin/python benchmarks/affinity.py --replicas 2 --rounds 3 --skew
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import statistics
@@ -69,6 +72,7 @@ class Turn:
     prefilled: int
     new: int | None = None  # prompt tokens not in the previous turn's prompt + answer
     reason: str = ""  # the gateway's affinity reason (route.signals.affinity.reason)
+    start_s: float = 0.0  # sent, seconds after the mode's run began
 
 
 @dataclass
@@ -91,8 +95,14 @@ class ModeRun:
     def throughput(self) -> float:
         return sum(t.completion_tokens for t in self.turns) / self.wall_s
 
-    def shares(self) -> dict[str, int]:
-        return dict(Counter(t.replica for t in self.turns))
+    def shares(self, turns: list[Turn] | None = None) -> dict[str, int]:
+        return dict(Counter(t.replica for t in (self.turns if turns is None else turns)))
+
+    def while_others_run(self) -> list[Turn]:
+        """The requests sent while the hot conversation (the first) had company: up to the
+        last request of any other conversation."""
+        last = max(t.start_s for t in self.turns if t.conversation != 0)
+        return [t for t in self.turns if t.start_s <= last]
 
     def reasons(self) -> str:
         counts = Counter(t.reason for t in self.later() if t.reason)
@@ -155,6 +165,7 @@ def replay(
         with httpx.Client(timeout=600) as http:
             for t, content in enumerate(users):
                 messages.append({"role": "user", "content": content})
+                sent = time.perf_counter() - t0
                 text, ttft, usage, timings, replica, reason = chat(
                     http, url, model, messages, max_tokens
                 )
@@ -172,6 +183,7 @@ def replay(
                     int(timings.get("prompt_n", prompt)),
                     prompt - prev_total if t else None,
                     reason,
+                    sent,
                 )
                 prev_total = prompt + done.completion_tokens
                 messages.append({"role": "assistant", "content": text})
@@ -237,22 +249,30 @@ def conversations_of(n: int, *, skew_turns: int = 0) -> list[list[str]]:
     return convs
 
 
+def pooled(runs: list[ModeRun]) -> ModeRun:
+    """The turns of several rounds as one run (for percentiles over every sample)."""
+    return ModeRun(runs[0].mode, sum(r.wall_s for r in runs), [t for r in runs for t in r.turns])
+
+
+def median_tps(runs: list[ModeRun]) -> float:
+    return statistics.median(r.throughput() for r in runs)
+
+
 def summarize(runs: dict[str, list[ModeRun]], n: int) -> None:
     ref = runs["pinned"]
-    print(f"\n{n} replicas, {len(ref)} round(s): later turns (medians over rounds)")
+    print(
+        f"\n{n} replicas, {len(ref)} round(s): later turns of every round pooled (TTFT "
+        "percentiles, prefilled / new); tok/s the median over rounds"
+    )
     print("| routing | prefilled / new | TTFT p50 s | TTFT p90 s | tok/s | vs pinned: prefill, "
           "TTFT p90, tok/s | requests per replica |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    base = (
-        statistics.median(r.prefill_ratio() for r in ref),
-        statistics.median(r.ttft(0.9) for r in ref),
-        statistics.median(r.throughput() for r in ref),
-    )
+    base = (pooled(ref).prefill_ratio(), pooled(ref).ttft(0.9), median_tps(ref))
     for mode, rs in runs.items():
-        ratio = statistics.median(r.prefill_ratio() for r in rs)
-        p50 = statistics.median(r.ttft(0.5) for r in rs)
-        p90 = statistics.median(r.ttft(0.9) for r in rs)
-        tps = statistics.median(r.throughput() for r in rs)
+        ratio = pooled(rs).prefill_ratio()
+        p50 = pooled(rs).ttft(0.5)
+        p90 = pooled(rs).ttft(0.9)
+        tps = median_tps(rs)
         shares = "/".join(str(v) for v in sorted(rs[-1].shares().values(), reverse=True))
         print(
             f"| {mode} | {ratio:.2f} | {p50:.2f} | {p90:.2f} | {tps:.1f} | "
@@ -260,21 +280,34 @@ def summarize(runs: dict[str, list[ModeRun]], n: int) -> None:
         )
 
 
+def busiest(shares: dict[str, int], n: int) -> float:
+    counts = list(shares.values()) + [0] * (n - len(shares))
+    return max(counts) / (sum(counts) / n)
+
+
 def skew_summary(runs: dict[str, list[ModeRun]], n: int) -> None:
     print(f"\nskewed load, {n} replicas: one conversation of many turns among the others")
-    print("| routing | busiest share / mean | tok/s | prefilled / new | TTFT p90 s |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| routing | busiest share / mean, while others run | whole run | requests per "
+        "replica (whole run) | tok/s | prefilled / new | TTFT p90 s |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for mode, rs in runs.items():
-        busiest = []
-        for r in rs:
-            counts = list(r.shares().values()) + [0] * (n - len(r.shares()))
-            busiest.append(max(counts) / (sum(counts) / n))
+        during = statistics.median(busiest(r.shares(r.while_others_run()), n) for r in rs)
+        whole = statistics.median(busiest(r.shares(), n) for r in rs)
+        shares = "/".join(str(v) for v in sorted(rs[-1].shares().values(), reverse=True))
         print(
-            f"| {mode} | {statistics.median(busiest):.2f} | "
-            f"{statistics.median(r.throughput() for r in rs):.1f} | "
-            f"{statistics.median(r.prefill_ratio() for r in rs):.2f} | "
-            f"{statistics.median(r.ttft(0.9) for r in rs):.2f} |"
+            f"| {mode} | {during:.2f} | {whole:.2f} | {shares} | "
+            f"{median_tps(rs):.1f} | "
+            f"{pooled(rs).prefill_ratio():.2f} | "
+            f"{pooled(rs).ttft(0.9):.2f} |"
         )
+
+
+def dump(path: str, runs: list[ModeRun]) -> None:
+    """Every turn of every run, for a look at what the summary medians hide."""
+    out = [{"mode": r.mode, "wall_s": r.wall_s, "turns": [vars(t) for t in r.turns]} for r in runs]
+    Path(path).write_text(json.dumps(out, indent=1))
 
 
 def main() -> None:
@@ -288,6 +321,14 @@ def main() -> None:
     p.add_argument("--skew", action="store_true", help="also the skewed-load case")
     p.add_argument("--skew-turns", type=int, default=16, help="turns of the hot conversation")
     p.add_argument("--skew-only", action="store_true", help="only the skewed-load case")
+    p.add_argument(
+        "--skew-others",
+        type=int,
+        default=0,
+        help="ordinary conversations beside the hot one (default: enough to keep the other "
+        "in-flight places busy for as long as the hot conversation runs)",
+    )
+    p.add_argument("--json", help="write every turn of every run to this file")
     args = p.parse_args()
     print(machine_line())
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -297,6 +338,7 @@ def main() -> None:
         f"{args.conversations} oasst threads, {args.in_flight} in flight, "
         f"max_tokens {args.max_tokens}, greedy, streamed"
     )
+    every: list[ModeRun] = []
     for n in [int(x) for x in args.replicas.split(",")]:
         ports = [free_port() for _ in range(n)]
         nodes = [
@@ -329,8 +371,11 @@ def main() -> None:
                     )
             if not args.skew_only:
                 summarize(runs, n)
+            every += [r for rs in runs.values() for r in rs]
             if args.skew or args.skew_only:
-                skewed = conversations_of(args.in_flight * 2, skew_turns=args.skew_turns)
+                # oasst threads have 3 user turns: the others' turns match the hot one's
+                others = args.skew_others or math.ceil((args.in_flight - 1) * args.skew_turns / 3)
+                skewed = conversations_of(others, skew_turns=args.skew_turns)
                 skew_runs: dict[str, list[ModeRun]] = {m: [] for m in ("rr", "affinity")}
                 for rnd in range(args.rounds):
                     for mode in ("rr", "affinity") if rnd % 2 == 0 else ("affinity", "rr"):
@@ -344,11 +389,14 @@ def main() -> None:
                         )
                         skew_runs[mode].append(run)
                 skew_summary(skew_runs, n)
+                every += [r for rs in skew_runs.values() for r in rs]
         finally:
             for proc, _ in gateways.values():
                 stop(proc)
             for node in nodes:
                 stop(node)
+            if args.json:
+                dump(args.json, every)
 
 
 if __name__ == "__main__":

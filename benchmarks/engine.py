@@ -73,10 +73,17 @@ class OurServer:
     """Our node server in its own process, measured over HTTP like any client would."""
 
     def __init__(
-        self, model: str, threads: int, port: int, env: dict[str, str] | None = None
+        self,
+        model: str,
+        threads: int,
+        port: int,
+        env: dict[str, str] | None = None,
+        parallel: int = 1,
     ) -> None:
         self.model = model
-        self.proc = start_edgellm_node(model, threads=threads, port=port, env=env)
+        self.proc = start_edgellm_node(
+            model, threads=threads, port=port, env=env, parallel=parallel
+        )
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
         self.vocab = int(self.http.get("/v1/models").json()["data"][0]["meta"]["n_vocab"])
         self.rng = random.Random(0)
@@ -141,21 +148,30 @@ def main() -> int:
     parser.add_argument("--with-llama-cpp-python", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--baseline-src", type=Path, help="src/ of a build to compare with")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="the nodes' --parallel (one request at a time still: with free slots, a prompt "
+        "is prefilled in shorter steps so that a joining request need not wait long)",
+    )
     args = parser.parse_args()
 
     print(machine_line())
-    print(f"threads: {args.threads}, repetitions: {args.repetitions}\n")
+    print(f"threads: {args.threads}, repetitions: {args.repetitions}, --parallel {args.parallel}\n")
     results = []
     ok = True
     for name in args.models:
         path = resolve_model(name).path
         ours, ref, base = [], [], []
-        server = OurServer(name, args.threads, args.port)
+        server = OurServer(name, args.threads, args.port, parallel=args.parallel)
         baseline = None
         try:
             if args.baseline_src:
                 env = os.environ | {"PYTHONPATH": str(args.baseline_src.resolve())}
-                baseline = OurServer(name, args.threads, args.port + 1, env=env)
+                baseline = OurServer(
+                    name, args.threads, args.port + 1, env=env, parallel=args.parallel
+                )
             for _ in range(args.repetitions):
                 ref.append(llama_bench(path, args.threads))
                 ours.append(server.measure())
