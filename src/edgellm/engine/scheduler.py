@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 SCORING_CHUNK = 64  # positions with logits per step for scoring jobs (output buffer bound)
 
 
-SHARED_WINDOW_S = 10.0  # how long after requests last ran side by side more are expected
+SHARED_WINDOW_S = 60.0  # how long after requests last ran side by side more are expected
 
 
 class KVCacheFullError(EdgeLLMError):
