@@ -277,14 +277,7 @@ class Scheduler:
             self._saved.put(slot.cached, self._model.save_seq(slot.seq))
             self.stats.state_saves += 1
 
-    def _prefill_budget(self, n_decoding: int, n_busy: int) -> int:
-        # A request may join during the step: a slot is free, and the node has served
-        # requests side by side lately (a node serving one client at a time keeps whole-batch
-        # prefill steps, the fastest).
-        now = time.monotonic()
-        if n_busy >= 2:
-            self._last_shared = now
-        joinable = n_busy < len(self._slots) and now - self._last_shared < SHARED_WINDOW_S
+    def _prefill_budget(self, n_decoding: int, *, joinable: bool) -> int:
         room = self._model.settings.n_batch - n_decoding
         return self._pacer.budget(n_decoding, room, joinable=joinable)
 
@@ -303,8 +296,16 @@ class Scheduler:
             elif slot.busy:
                 pending.append(slot)
         shares: dict[int, int] = {}  # seq -> prompt tokens queued this step
+        n_busy = len(decoding_slots) + len(pending)
+        if n_busy >= 2:
+            self._last_shared = time.monotonic()
         if pending:  # (a decode-only step skips the pacer)
-            budget = self._prefill_budget(len(decoding_slots), len(decoding_slots) + len(pending))
+            # A request may join during the step: a slot is free, and the node has served
+            # requests side by side lately (a node serving one client at a time keeps
+            # whole-batch prefill steps, the fastest).
+            recent = time.monotonic() - self._last_shared < SHARED_WINDOW_S
+            joinable = n_busy < len(self._slots) and recent
+            budget = self._prefill_budget(len(decoding_slots), joinable=joinable)
             # Shortest pending prompt first (then admission order): a short prompt that joins
             # while a long one is being prefilled gets its first token after a step or two
             # instead of after the whole long prompt, which waits only for the short one's
@@ -321,7 +322,7 @@ class Scheduler:
                 if completing and n < left:
                     # a prompt that cannot finish in this step gets only a mixed step's chunk,
                     # so that the first token of the one that does is not held up
-                    paced = self._prefill_budget(len(decoding_slots) + 1, len(self._slots))
+                    paced = self._prefill_budget(len(decoding_slots) + 1, joinable=False)
                     n = min(n, paced)
                 shares[slot.seq] = n
                 budget -= n
