@@ -297,14 +297,14 @@ class Scheduler:
                 pending.append(slot)
         shares: dict[int, int] = {}  # seq -> prompt tokens queued this step
         n_busy = len(decoding_slots) + len(pending)
+        now = time.monotonic()
         if n_busy >= 2:
-            self._last_shared = time.monotonic()
+            self._last_shared = now
         if pending:  # (a decode-only step skips the pacer)
             # A request may join during the step: a slot is free, and the node has served
             # requests side by side lately (a node serving one client at a time keeps
             # whole-batch prefill steps, the fastest).
-            recent = time.monotonic() - self._last_shared < SHARED_WINDOW_S
-            joinable = n_busy < len(self._slots) and recent
+            joinable = n_busy < len(self._slots) and now - self._last_shared < SHARED_WINDOW_S
             budget = self._prefill_budget(len(decoding_slots), joinable=joinable)
             # Shortest pending prompt first (then admission order): a short prompt that joins
             # while a long one is being prefilled gets its first token after a step or two
@@ -393,7 +393,7 @@ class Scheduler:
             if gen.job.cancelled.is_set():
                 self._finish(slot, FinishReason.CANCELLED)
                 return 0
-            return min(budget, len(gen.prompt) - gen.pos)
+            return min(budget, _pending_tokens(slot))
         job = slot.scoring
         if job is None:
             return 0
