@@ -267,11 +267,13 @@ def summarize(runs: dict[str, list[ModeRun]], n: int) -> None:
     print("| routing | prefilled / new | TTFT p50 s | TTFT p90 s | tok/s | vs pinned: prefill, "
           "TTFT p90, tok/s | requests per replica |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    base = (pooled(ref).prefill_ratio(), pooled(ref).ttft(0.9), median_tps(ref))
+    ref_all = pooled(ref)
+    base = (ref_all.prefill_ratio(), ref_all.ttft(0.9), median_tps(ref))
     for mode, rs in runs.items():
-        ratio = pooled(rs).prefill_ratio()
-        p50 = pooled(rs).ttft(0.5)
-        p90 = pooled(rs).ttft(0.9)
+        merged = pooled(rs)
+        ratio = merged.prefill_ratio()
+        p50 = merged.ttft(0.5)
+        p90 = merged.ttft(0.9)
         tps = median_tps(rs)
         shares = "/".join(str(v) for v in sorted(rs[-1].shares().values(), reverse=True))
         print(
@@ -296,11 +298,12 @@ def skew_summary(runs: dict[str, list[ModeRun]], n: int) -> None:
         during = statistics.median(busiest(r.shares(r.while_others_run()), n) for r in rs)
         whole = statistics.median(busiest(r.shares(), n) for r in rs)
         shares = "/".join(str(v) for v in sorted(rs[-1].shares().values(), reverse=True))
+        merged = pooled(rs)
         print(
             f"| {mode} | {during:.2f} | {whole:.2f} | {shares} | "
             f"{median_tps(rs):.1f} | "
-            f"{pooled(rs).prefill_ratio():.2f} | "
-            f"{pooled(rs).ttft(0.9):.2f} |"
+            f"{merged.prefill_ratio():.2f} | "
+            f"{merged.ttft(0.9):.2f} |"
         )
 
 
