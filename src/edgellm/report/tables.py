@@ -255,3 +255,36 @@ def write_csv(rows: Sequence[ModelRow], path: Path) -> Path:
             data["accuracy"] = accuracy_cell(row) if row.accuracy else ""
             writer.writerow(data)
     return path
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_tables(runs: Sequence[tuple[str, RunSummary]]) -> str:
+    """The paper-style table of several runs, one row per run and model, then their throughput
+    variability against context length, as Markdown (for a results page)."""
+    header = ["run", "model", *(h for _, h, _ in COLUMNS[2:]), "accuracy"]
+    rows = [
+        [name, row.model, *(cell(row, f, fmt) for f, _, fmt in COLUMNS[2:]), accuracy_cell(row)]
+        for name, summary in runs
+        for row in summary.table
+    ]
+    cv_header = ["run", "prompt tokens", "n", "decode tok/s", "decode CV"]
+    cv_header += ["prefill tok/s", "prefill CV"]
+    cv_rows = [
+        [
+            name,
+            f"{b.context_low}-{b.context_high}",
+            str(b.n),
+            _num(b.decode_tps_mean, "{:.1f}"),
+            _num(b.decode_cv, "{:.2f}"),
+            _num(b.prefill_tps_mean, "{:.0f}"),
+            _num(b.prefill_cv, "{:.2f}"),
+        ]
+        for name, summary in runs
+        for b in summary.cv_by_context
+    ]
+    return _markdown(header, rows) + "\n\n" + _markdown(cv_header, cv_rows) + "\n"
