@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -63,6 +64,9 @@ class Engine:
         done = subprocess.run(
             [self.name, *args],
             env=engine_env(self.name),
+            # conmon writes an `oom` file into its working directory when the kernel kills a
+            # container for memory: not into the checkout
+            cwd=tempfile.gettempdir(),
             capture_output=True,
             text=True,
             timeout=timeout,

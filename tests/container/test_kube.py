@@ -120,6 +120,10 @@ def played(engine: Engine, image: str, tmp_path: Path) -> Iterator[Played]:
         finally:
             for path in files:
                 engine.run("kube", "down", str(path), check=False)
+            # `kube play` makes a named volume of each ConfigMap it mounts; `kube down` keeps it.
+            for obj in objects:
+                if obj["kind"] == "ConfigMap":
+                    engine.run("volume", "rm", "--force", obj["metadata"]["name"], check=False)
 
 
 def _exec_json(engine: Engine, container: str, script: str) -> Any:
