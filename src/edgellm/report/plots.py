@@ -76,16 +76,28 @@ def resource_timeline(samples: Sequence[ResourceSample], path: Path) -> Path:
 
 
 def cv_vs_context(summary: RunSummary, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    """Throughput against context length (mean per prompt-length bucket, bars of one standard
+    deviation) above its coefficient of variation, for prefill and decode."""
+    fig, (rate, cv) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
     rows = summary.cv_by_context
-    x = [f"{b.context_low}-{b.context_high}" for b in rows]
-    ax.plot(x, [b.prefill_cv if b.prefill_cv is not None else np.nan for b in rows], "o-",
-            label="prefill")  # fmt: skip
-    ax.plot(x, [b.decode_cv if b.decode_cv is not None else np.nan for b in rows], "s-",
-            label="decode")  # fmt: skip
-    ax.set_xlabel("context length (prompt tokens)")
-    ax.set_ylabel("coefficient of variation")
-    ax.legend(fontsize=8)
+    x = np.arange(len(rows))
+
+    def nan(value: float | None) -> float:
+        return np.nan if value is None else value
+
+    for phase, marker in (("prefill", "o"), ("decode", "s")):
+        means = np.array([nan(getattr(b, f"{phase}_tps_mean")) for b in rows])
+        cvs = np.array([nan(getattr(b, f"{phase}_cv")) for b in rows])
+        rate.errorbar(x, means, yerr=np.nan_to_num(cvs * means), fmt=f"{marker}-", capsize=3,
+                      label=phase)  # fmt: skip
+        cv.plot(x, cvs, f"{marker}-", label=phase)
+    rate.set_ylabel("tokens / s per request")
+    rate.set_ylim(bottom=0)
+    rate.legend(fontsize=8)
+    cv.set_ylabel("coefficient of variation")
+    cv.set_ylim(bottom=0)
+    cv.set_xticks(x, [f"{b.context_low}-{b.context_high}\nn={b.n}" for b in rows], fontsize=8)
+    cv.set_xlabel("context length (prompt tokens); n: requests")
     return _save(fig, path)
 
 
