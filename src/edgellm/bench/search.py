@@ -2,11 +2,12 @@
 
 Bounded bisection over rates. From the starting rate, the rate doubles while steps pass (or
 halves while they fail) until one passing and one failing rate bracket the capacity; then the
-bracket is halved until it is no wider than the precision (absolute req/s, or relative to the
-passing end), or the step budget is spent. Each step is a short measured stage; the answer is
-the highest passing rate, with the bracket it is known to within. Attainment is not strictly
-monotonic in the rate on a noisy host; the search assumes it is, as vLLM's and GuideLLM's rate
-sweeps do, and reports every step so that a non-monotonic walk is visible.
+bracket is halved until it is no wider than the precision (relative to the passing end, 10 % by
+default, or absolute, in the rate's unit), or the step budget is spent. Each step is a short
+measured stage; the answer is the highest passing rate, with the bracket it is known to within.
+Attainment is not strictly monotonic in the rate on a noisy host; the search assumes it is, as
+vLLM's and GuideLLM's rate sweeps do, and reports every step so that a non-monotonic walk is
+visible.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ MIN_RATE = 1e-3
 class SearchSettings(BaseModel):
     target: float = Field(0.95, gt=0, le=1, description="SLO attainment to keep")
     precision: float = Field(0.1, gt=0, description="bracket width that ends the search")
-    relative: bool = Field(False, description="precision is a fraction of the passing rate")
+    # Relative by default: an absolute width suits one scale only (0.1/s is a factor of two
+    # around a Raspberry Pi's 0.05-0.1 conversations/s, and nothing around a GPU's 50 req/s).
+    relative: bool = Field(True, description="precision is a fraction of the passing rate")
     max_steps: int = Field(8, ge=1)
     requests: int = Field(20, ge=1, description="requests per step")
     duration_s: float | None = Field(None, gt=0, description="time bound per step")

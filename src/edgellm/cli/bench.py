@@ -72,13 +72,14 @@ def _slo(text: str | None) -> dict[str, float] | None:
 
 
 def _precision(text: str) -> tuple[float, bool]:
-    """`0.1` (req/s) or `5%` (of the passing rate)."""
+    """`0.05` (in the rate's unit) or `5%` (of the passing rate)."""
     relative = text.strip().endswith("%")
     try:
         value = float(text.strip().removesuffix("%"))
     except ValueError as exc:
         raise typer.BadParameter(
-            f"'{text}': expected req/s (0.1) or a percentage (5%)", param_hint="--search-precision"
+            f"'{text}': expected a width (0.05) or a percentage (5%)",
+            param_hint="--search-precision",
         ) from exc
     if value <= 0:
         raise typer.BadParameter("must be positive", param_hint="--search-precision")
@@ -145,7 +146,9 @@ def register(app: typer.Typer) -> None:
         ),
         target: float = typer.Option(0.95, help="search: SLO attainment to keep (0-1]"),
         search_precision: str = typer.Option(
-            "0.1", help="search: stop when the bracket is this narrow: req/s (0.1) or 5%"
+            "10%",
+            help="search: stop when the bracket is this narrow: a share of the passing rate "
+            "(10%) or an absolute width in --rate's unit (0.05)",
         ),
         search_max_steps: int = typer.Option(8, help="search: at most this many rates"),
         search_requests: int = typer.Option(20, help="search: requests measured per rate"),

@@ -27,7 +27,7 @@ def _threshold(capacity: float) -> tuple[list[float], object]:
 
 def test_bisection_brackets_a_known_capacity_within_the_precision() -> None:
     walked, measure = _threshold(3.7)
-    settings = SearchSettings(target=0.95, precision=0.1, max_steps=20)
+    settings = SearchSettings(target=0.95, precision=0.1, relative=False, max_steps=20)
     result = asyncio.run(bisect_capacity(measure, 1.0, settings))  # type: ignore[arg-type]
     assert result.converged and result.reason == "bracket within the precision"
     assert result.capacity_rate is not None and result.lowest_failing_rate is not None
@@ -47,6 +47,20 @@ def test_relative_precision_and_halving_from_a_failing_start() -> None:
     assert result.converged and result.capacity_rate is not None
     low, high = result.capacity_rate, result.lowest_failing_rate
     assert high is not None and low <= 0.3 < high and (high - low) <= 0.05 * low
+
+
+def test_the_default_precision_is_relative_so_slow_devices_get_a_narrow_bracket() -> None:
+    # A Pi-class capacity of 0.07 conversations/s, from 0.05: an absolute 0.1 stops at once
+    # on [0.05, 0.1), a factor of two; the default (10 % of the passing rate) narrows it.
+    walked, measure = _threshold(0.07)
+    result = asyncio.run(bisect_capacity(measure, 0.05, SearchSettings()))  # type: ignore[arg-type]
+    low, high = result.capacity_rate, result.lowest_failing_rate
+    assert result.converged and low is not None and high is not None
+    assert low <= 0.07 < high and high - low <= 0.1 * low and len(walked) > 2
+    _, measure = _threshold(0.07)
+    absolute = SearchSettings(precision=0.1, relative=False)
+    coarse = asyncio.run(bisect_capacity(measure, 0.05, absolute))  # type: ignore[arg-type]
+    assert (coarse.capacity_rate, coarse.lowest_failing_rate) == (0.05, 0.1)
 
 
 def test_the_step_budget_bounds_the_search() -> None:
@@ -89,7 +103,7 @@ def test_search_finds_the_capacity_of_a_server(fake_server: FakeServer, tmp_path
         # at 3/s the queue grows by 1 - 2.5/3 requests per arrival, so from the 7th request on
         # each one waits more than a service time and misses
         slo={"ttft": 0.6},
-        search=SearchSettings(target=0.9, precision=0.25, max_steps=5, requests=12),
+        search=SearchSettings(target=0.9, precision=0.25, relative=False, max_steps=5, requests=12),
     )
     summary = run_bench(cfg, tmp_path / "run")
     search = summary.search
