@@ -97,7 +97,7 @@ def search_rows(summary: RunSummary) -> tuple[str, list[str], list[list[str]]]:
         verdict = f"no rate met the target ({search.reason})"
     else:
         upper = search.lowest_failing_rate
-        verdict = f"capacity {search.capacity_rate:.4g} req/s" + (
+        verdict = f"capacity {search.capacity_rate:.4g} sessions/s" + (
             f" (below {upper:.4g}, precision {unit}; {search.reason})"
             if upper is not None
             else f" (no failing rate found; {search.reason})"
