@@ -3,7 +3,8 @@
 # its daemon answers, else podman), the base image first when no registry can provide it.
 #
 #   deploy/image/build.sh [TAG]        (default edgellm:local; env: ENGINE, PLATFORM, BUILD_ARGS,
-#                                       DOCKERFILE and CONTEXT, default deploy/Dockerfile and .)
+#                                       DOCKERFILE and CONTEXT, default deploy/Dockerfile and .;
+#                                       another Dockerfile needs a stage named `build`)
 #
 # A rebuild leaves nothing of the image it replaces behind: every image of the build carries the
 # label io.edgellm.image=TAG, and what the rebuild left untagged and unused under that label (the
