@@ -13,7 +13,12 @@ from rich.console import Console
 
 from edgellm.bench.summary import RunSummary
 from edgellm.report.cost import CostConfig, CostError, parse_overrides
-from edgellm.report.html import cost_config, run_cost, write_comparison, write_report
+from edgellm.report.html import (
+    cost_config,
+    run_cost,
+    write_comparison,
+    write_report_and_summary,
+)
 
 console = Console(highlight=False)
 
@@ -91,12 +96,9 @@ def _report(
     cost_settings, capacity = None, None
     if cost is not None or cost_config is not None:
         cost_settings, capacity = _cost(run_dir, cost, cost_config)
-    path = write_report(run_dir, accuracy, cost_settings, capacity)
-    from edgellm.bench.run import finalize
-    from edgellm.report.html import load_accuracy
+    path, summary = write_report_and_summary(run_dir, accuracy, cost_settings, capacity)
     from edgellm.report.tables import print_extras, print_table
 
-    summary = finalize(run_dir, accuracy=load_accuracy(accuracy) if accuracy else None)
     if quiet:
         return summary
     print_table(console, summary)

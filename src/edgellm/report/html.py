@@ -246,6 +246,16 @@ def write_report(
     """Recompute everything from the raw files of `run_dir`; write report.html, CSV, PNGs.
     The edge-or-cloud section (and cost.json) when the run found a capacity at its SLO, or
     `capacity_rps` is given."""
+    return write_report_and_summary(run_dir, accuracy_dir, cost, capacity_rps)[0]
+
+
+def write_report_and_summary(
+    run_dir: Path,
+    accuracy_dir: Path | None = None,
+    cost: CostConfig | None = None,
+    capacity_rps: float | None = None,
+) -> tuple[Path, RunSummary]:
+    """`write_report`, and the summary it recomputed (for a caller that prints it too)."""
     accuracy = load_accuracy(accuracy_dir) if accuracy_dir else None
     summary = finalize(run_dir, accuracy=accuracy)
     records = run_records(run_dir)
@@ -279,7 +289,7 @@ def write_report(
     html = _TEMPLATE.render(title=f"EdgeLLM bench: {run_dir.name}", sections=sections)
     out = run_dir / "report.html"
     out.write_text(html, encoding="utf-8")
-    return out
+    return out, summary
 
 
 def _config(run_dir: Path) -> BenchConfig:
