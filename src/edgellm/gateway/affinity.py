@@ -19,8 +19,16 @@ gets the request unless that would put it above `balance` x the mean outstanding
 (rounded up); then the least-loaded replica gets it and the override is counted. Requests with
 no cached prefix beyond their system messages (a shared system prompt does not steer) go to a
 replica within its bounded share of the recent requests (a hot conversation's replica takes no
-new ones), the least loaded, then the one that served the fewest recent requests, then the one
-holding more of the prompt, then round-robin.
+new ones), the least loaded, then the one with the least prefill still to do, then the one that
+served the fewest recent requests, then the one holding more of the prompt, then round-robin.
+
+Prefill still to do is the gateway's own estimate, again without asking the nodes: each request
+sent to a replica adds the prompt tokens it was not expected to find cached there, worked off at
+the replica's measured prefill speed until its first token comes back (a non-streamed answer
+reports back only when it ends). A new conversation then starts beside short prompts rather than
+beside a long one: it shares the node with that prompt's prefill for all its later turns' first
+tokens, while the conversation continuing on that node keeps its cache (a node serves the
+shortest waiting prompt first, so its short turns are not queued behind the long one).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ _RECENT = 64  # routed requests remembered per model for the tie-break of new co
 _TICKETS = 4096  # routing decisions awaiting their answer (bounded: failed requests never end)
 _SHRINK = 0.8  # a replica's capacity after a miss, as a share of what the index held for it
 _GROW = 1.05  # a replica's capacity after a hit at full capacity
+_STALE_S = 600.0  # a prefill this far past its expected end never reported back: dropped
 
 
 class Replica(Protocol):
@@ -199,6 +208,8 @@ class ReplicaAffinity:
         )
         self._recent: deque[str] = deque(maxlen=_RECENT)
         self._tickets: OrderedDict[str, Ticket] = OrderedDict()
+        # replica -> answer id -> (prompt tokens to prefill there, monotonic time sent)
+        self._prefilling: dict[str, dict[str, tuple[int, float]]] = {}
         self._rr = itertools.count()
         self.overrides = 0
 
@@ -238,11 +249,13 @@ class ReplicaAffinity:
         # a replica past its bounded share of the recent requests (a hot conversation's) is
         # the last choice for anything that is not steered to it
         cap = self.settings.balance * (len(self._recent) + 1) / len(available)
+        backlog = {r.id: self.prefill_backlog_s(r, now) for r in available}
         by_load = sorted(
             rotated,
             key=lambda r: (
                 recent[r.id] + 1 > cap,
                 r.state.outstanding,
+                backlog[r.id],
                 recent[r.id],
                 -matched[r.id],
                 self.index.held(r.id),
@@ -271,6 +284,7 @@ class ReplicaAffinity:
                     r.id: min(self.tokens(matched[r.id]), self._prompt_tokens(len(data)))
                     for r in available
                 },
+                "prefill_backlog_s": {r.id: round(backlog[r.id], 2) for r in available},
                 "reason": reason,
             }
         return by_load + down
@@ -291,18 +305,54 @@ class ReplicaAffinity:
     def _prompt_tokens(self, n_bytes: int) -> int:
         return max(1, int(n_bytes / self.bytes_per_token))
 
+    def prefill_backlog_s(self, replica: Replica, now: float | None = None) -> float:
+        """Seconds of prefill the replica still has to do for requests sent to it, by the
+        gateway's estimate (its measured prefill speed, the tokens it was not expected to
+        hold)."""
+        entries = self._prefilling.get(replica.id)
+        if not entries:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tps = max(replica.state.prefill_tps, 1.0)
+        total = 0.0
+        for answer_id, (tokens, at) in list(entries.items()):
+            left = tokens / tps - (now - at)
+            if left < -_STALE_S:
+                del entries[answer_id]
+            total += max(0.0, left)
+        return total
+
     def _prune(self, available: Sequence[Replica]) -> None:
         """Forget replicas that left (DNS) or went down: whatever they held is not to be
         counted on (a node that comes back has usually restarted with an empty cache)."""
         keep = {r.id for r in available}
         for rid in self.index.replicas() - keep:
             self.index.forget(rid)
+        for rid in set(self._prefilling) - keep:
+            del self._prefilling[rid]
 
     # -- learning --------------------------------------------------------------------------
+
+    def sending(self, replica: str, call: GatewayRequest) -> None:
+        """The request goes to `replica`: what it was not expected to hold there is prefill
+        work on that replica until its first token comes back."""
+        ticket = self._tickets.get(call.answer_id)
+        if ticket is None:
+            return
+        cached = self.tokens(ticket.expected.get(replica, 0))
+        tokens = max(0, self._prompt_tokens(ticket.prompt_len) - cached)
+        self.abandoned(call)  # a retry on another replica replaces the earlier attempt
+        self._prefilling.setdefault(replica, {})[call.answer_id] = (tokens, time.monotonic())
+
+    def abandoned(self, call: GatewayRequest) -> None:
+        """The request's prefill is over, or will not happen where it was sent."""
+        for entries in self._prefilling.values():
+            entries.pop(call.answer_id, None)
 
     def routed(self, replica: str, call: GatewayRequest) -> None:
         """The replica took the request: it will hold the prompt's blocks. (Nothing to do for a
         request that was not ordered here: a model with one replica has no choice to make.)"""
+        self.abandoned(call)
         ticket = self._tickets.get(call.answer_id)
         if ticket is None:
             return
@@ -311,6 +361,7 @@ class ReplicaAffinity:
 
     def finished(self, replica: str, call: GatewayRequest, last: object) -> None:
         """Correct the index from what the replica reported it reused."""
+        self.abandoned(call)
         if not isinstance(last, Finished):
             self._tickets.pop(call.answer_id, None)
             return

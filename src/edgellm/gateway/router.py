@@ -437,6 +437,9 @@ class Router:
             self._fit_history(call, model, replica, info)
         state = replica.state
         state.outstanding += 1
+        affinity = self.affinity.get(model.name)
+        if affinity is not None:
+            affinity.sending(replica.id, call)
         timeout = replica.first_event_timeout(call)
         stream = None
         try:
@@ -455,6 +458,8 @@ class Router:
                 raise err if isinstance(err, EdgeLLMError) else UpstreamError(str(err))
         except BaseException as exc:
             state.outstanding -= 1
+            if affinity is not None:
+                affinity.abandoned(call)
             if stream is not None:
                 stream.cancel()
             if isinstance(exc, asyncio.CancelledError):
@@ -479,8 +484,6 @@ class Router:
                 state.record_failure(_short(failure))
                 log.warning("%s failed before its first token: %s", model.name, _short(failure))
             raise failure from None
-
-        affinity = self.affinity.get(model.name)
 
         def on_end(last: GenerationEvent | None) -> None:
             state.outstanding -= 1

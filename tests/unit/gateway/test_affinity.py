@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -361,3 +362,51 @@ def test_a_replica_past_its_share_of_recent_requests_takes_no_new_conversation(
         assert counts[home.id] == 0
     else:
         assert counts[home.id] > 0
+
+
+def long_prompt(topic: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"{topic}: " + "a long document to summarize. " * 300}]
+
+
+@pytest.mark.parametrize("long_on", ["r0", "r1"])
+def test_a_new_conversation_starts_beside_the_replica_with_less_prefill_to_do(long_on: str) -> None:
+    """At equal outstanding requests, the replica still prefilling a long prompt is avoided,
+    whichever it is."""
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    by_id = {r.id: r for r in replicas}
+    short_on = "r1" if long_on == "r0" else "r0"
+    for rid, messages in ((long_on, long_prompt("doc")), (short_on, conversation("hi", 1)[0])):
+        call = FakeCall(messages)
+        aff.order(replicas, call)  # type: ignore[arg-type]
+        aff.sending(rid, call)  # type: ignore[arg-type]
+        by_id[rid].state.outstanding = 1
+    info = Route()
+    chosen = aff.order(replicas, FakeCall(conversation("new", 1)[0]), info)[0]  # type: ignore[arg-type]
+    assert chosen.id == short_on
+    backlog = info.signals["affinity"]["prefill_backlog_s"]
+    assert backlog[long_on] > backlog[short_on] > 0
+
+
+def test_the_prefill_backlog_ends_with_the_first_token_a_failure_or_staleness() -> None:
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1")]
+    r0 = replicas[0]
+    calls = [FakeCall(long_prompt(f"doc{i}")) for i in range(3)]
+    for call in calls:
+        aff.order(replicas, call)  # type: ignore[arg-type]
+        aff.sending("r0", call)  # type: ignore[arg-type]
+    full = aff.prefill_backlog_s(r0)
+    assert full > 0
+    aff.routed("r0", calls[0])  # type: ignore[arg-type]  # its first token came back
+    one_less = aff.prefill_backlog_s(r0)
+    assert 0 < one_less < full
+    aff.sending("r1", calls[1])  # type: ignore[arg-type]  # retried on the other replica
+    assert 0 < aff.prefill_backlog_s(r0) < one_less
+    assert aff.prefill_backlog_s(replicas[1]) > 0
+    aff.abandoned(calls[1])  # type: ignore[arg-type]
+    assert aff.prefill_backlog_s(replicas[1]) == 0
+    # the last one never reports back: worked off at the measured speed, then forgotten
+    later = time.monotonic() + 10_000
+    assert aff.prefill_backlog_s(r0, later) == 0
+    assert aff._prefilling["r0"] == {}
