@@ -73,10 +73,12 @@ IMAGE ?= edgellm:local
 image:
 	bash deploy/image/build.sh $(IMAGE)
 
-# The same for linux/arm64 (the Raspberry Pi 5) under emulation: qemu-user-static with binfmt.
-# Not part of CI (hours on this 2-vCPU machine; docs/cluster.md).
+# The same for linux/arm64 (the Raspberry Pi 5), under emulation on another machine
+# (qemu-user-static with binfmt), then one chat request to a node container of it. Not part of
+# CI (over an hour on this 2-vCPU machine; docs/cluster.md).
 image-arm64:
 	PLATFORM=linux/arm64 bash deploy/image/build.sh $(IMAGE)-arm64
+	PLATFORM=linux/arm64 bash deploy/image/chat.sh $(IMAGE)-arm64
 
 bench: setup
 	$(VENV)/bin/python benchmarks/engine.py
