@@ -246,14 +246,15 @@ class ReplicaAffinity:
         for rid in self._recent:
             if rid in recent:
                 recent[rid] += 1
-        # a replica past its bounded share of the recent requests (a hot conversation's) is
-        # the last choice for anything that is not steered to it
+        # a busy replica past its bounded share of the recent requests (a hot conversation's)
+        # is the last choice for anything that is not steered to it; an idle one is not (its
+        # share is history: passing it over would leave it idle while others double up)
         cap = self.settings.balance * (len(self._recent) + 1) / len(available)
         backlog = {r.id: self.prefill_backlog_s(r, now) for r in available}
         by_load = sorted(
             rotated,
             key=lambda r: (
-                recent[r.id] + 1 > cap,
+                recent[r.id] + 1 > cap and r.state.outstanding > 0,
                 r.state.outstanding,
                 backlog[r.id],
                 recent[r.id],

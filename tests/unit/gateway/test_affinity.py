@@ -410,3 +410,19 @@ def test_the_prefill_backlog_ends_with_the_first_token_a_failure_or_staleness() 
     later = time.monotonic() + 10_000
     assert aff.prefill_backlog_s(r0, later) == 0
     assert aff._prefilling["r0"] == {}
+
+
+@pytest.mark.parametrize("home_busy", [True, False])
+def test_a_replica_past_its_share_takes_a_new_conversation_only_when_idle(home_busy: bool) -> None:
+    """Its share of the recent requests is history: while it is idle and the others are busy,
+    passing it over would only make two conversations share a replica."""
+    aff = ReplicaAffinity("m")
+    replicas = [FakeReplica("r0"), FakeReplica("r1"), FakeReplica("r2")]
+    hot = conversation("hot", 10)
+    home = serve(aff, replicas, hot[0])
+    for turn in range(1, 10):
+        assert serve(aff, replicas, hot[turn]) is home  # past its share by now
+    for r in replicas:
+        r.state.outstanding = 1 if (r is not home or home_busy) else 0
+    chosen = aff.order(replicas, FakeCall(conversation("new", 1)[0]))[0]  # type: ignore[arg-type]
+    assert (chosen is home) is not home_busy
