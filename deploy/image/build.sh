@@ -18,6 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=deploy/image/env.sh
 source deploy/image/env.sh
+# One build at a time on a machine: the engine's images are shared, and builds for two
+# architectures would point the base name (below) at each other's base mid-build.
+exec 9>/tmp/edgellm-image-build.lock
+flock 9
 tag=${1:-edgellm:local}
 dockerfile=${DOCKERFILE:-deploy/Dockerfile}
 context=${CONTEXT:-.}
@@ -32,13 +36,20 @@ py=$(sed -n 's/^ARG PYTHON_VERSION=//p' "$dockerfile")
 debian=$(sed -n 's/^ARG DEBIAN=//p' "$dockerfile")
 base="docker.io/library/python:${py}-slim-${debian}"
 
-# One tag holds one architecture: a base of the other architecture (left by an arm64 build) is
-# replaced, not used.
+# One tag holds one architecture, and the Dockerfile names the base without one. So each
+# architecture's base is also kept under its own local name, and the base name is pointed at the
+# one this build needs: an arm64 build and an amd64 build in turn neither re-make the base nor
+# invalidate each other's layer cache.
+kept="localhost/edgellm-base:${py}-slim-${debian}-${arch}"
 have_base() {
   [ "$("$ENGINE" image inspect --format '{{.Architecture}}' "$base" 2>/dev/null)" = "$arch" ]
 }
+if ! have_base && [ "$("$ENGINE" image inspect --format '{{.Architecture}}' "$kept" 2>/dev/null)" = "$arch" ]; then
+  echo "== $base: the $arch one kept as $kept"
+  "$ENGINE" tag "$kept" "$base"
+fi
 if ! have_base; then
-  echo "== $base is not here; pulling it"
+  echo "== $base is not here for $arch; pulling it"
   if ! timeout 120 "$ENGINE" pull ${platform:+--platform "$platform"} "$base"; then
     echo "== no registry answers: building a local stand-in for $base (deploy/image/base.sh)"
     start=$(date +%s)
@@ -46,6 +57,7 @@ if ! have_base; then
     echo "== base image built in $(( $(date +%s) - start )) s"
   fi
 fi
+"$ENGINE" tag "$base" "$kept"
 
 args=(build -f "$dockerfile" ${platform:+--platform "$platform"} --label "$label")
 if [ "$ENGINE" = podman ]; then

@@ -79,3 +79,51 @@ def test_rebuild_removes_the_replaced_image_and_keeps_the_cache(
         engine.run("rmi", "--force", tag, f"{repo}-build:t", check=False)
         for left in leftovers(engine, tag):
             engine.run("rmi", "--force", left, check=False)
+
+
+def test_each_architectures_base_is_kept_and_the_base_name_pointed_back_at_it(
+    engine: Engine, image: str, tmp_path: Path
+) -> None:
+    """After a build for another architecture left the Dockerfile's base name on that
+    architecture's image, the next build points the name back at the kept base of its own
+    instead of pulling or making it again."""
+    version = unique("0test").replace("-", "")
+    base = f"docker.io/library/python:{version}-slim-bookworm"
+    host = "arm64" if os.uname().machine == "aarch64" else "amd64"
+    other = "amd64" if host == "arm64" else "arm64"
+    kept = f"localhost/edgellm-base:{version}-slim-bookworm-{host}"
+    real = "docker.io/library/python:3.11-slim-bookworm"  # made by the `image` fixture's build
+    tag = f"localhost/{unique('edgellm-basetest')}:t"
+    (tmp_path / "Dockerfile").write_text(DOCKERFILE.replace("=3.11", f"={version}", 1))
+    (tmp_path / "payload").write_text("one\n")
+    empty = tmp_path / "empty.tar"
+    subprocess.run(["tar", "-cf", str(empty), "-T", "/dev/null"], check=True)
+    fake = ""
+    arch_of = ("image", "inspect", "--format", "{{.Architecture}}")
+    try:
+        assert engine.run(*arch_of, real).stdout.strip() == host
+        # what a build for the other architecture left under the base name
+        fake = engine.run("import", "--arch", other, str(empty), base).stdout.split()[-1]
+        engine.run("tag", real, kept)
+        env = {"ENGINE": engine.name, "CONTEXT": str(tmp_path)}
+        env["DOCKERFILE"] = str(tmp_path / "Dockerfile")
+        done = subprocess.run(
+            ["bash", str(IMAGE_DIR / "build.sh"), tag],
+            env=os.environ | env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert f"the {host} one kept as {kept}" in done.stdout
+        assert "pulling" not in done.stdout and "stand-in" not in done.stdout
+        assert engine.run(*arch_of, base).stdout.strip() == host
+    finally:
+        repo = tag.rsplit(":", 1)[0]
+        engine.run("rmi", "--force", tag, f"{repo}-build:t", check=False)
+        for left in leftovers(engine, tag):
+            engine.run("rmi", "--force", left, check=False)
+        engine.run("untag", real, base, check=False)
+        engine.run("untag", real, kept, check=False)
+        if fake:
+            engine.run("rmi", "--force", fake, check=False)
