@@ -41,10 +41,11 @@ base="docker.io/library/python:${py}-slim-${debian}"
 # one this build needs: an arm64 build and an amd64 build in turn neither re-make the base nor
 # invalidate each other's layer cache.
 kept="localhost/edgellm-base:${py}-slim-${debian}-${arch}"
-have_base() {
-  [ "$("$ENGINE" image inspect --format '{{.Architecture}}' "$base" 2>/dev/null)" = "$arch" ]
+is_here() {  # IMAGE: it is local and built for this build's architecture
+  [ "$("$ENGINE" image inspect --format '{{.Architecture}}' "$1" 2>/dev/null)" = "$arch" ]
 }
-if ! have_base && [ "$("$ENGINE" image inspect --format '{{.Architecture}}' "$kept" 2>/dev/null)" = "$arch" ]; then
+have_base() { is_here "$base"; }
+if ! have_base && is_here "$kept"; then
   echo "== $base: the $arch one kept as $kept"
   "$ENGINE" tag "$kept" "$base"
 fi

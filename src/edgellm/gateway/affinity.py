@@ -232,13 +232,8 @@ class ReplicaAffinity:
         down = [r for r in replicas if r not in available]
         if not available:
             return list(replicas)
-        data = prompt_bytes(call)
-        blocks = block_hashes(data, self.settings.block_bytes)
-        matched = self.index.match(blocks, (r.id for r in available))
-        self._tickets[call.answer_id] = Ticket(blocks, matched, len(data))
-        self._tickets.move_to_end(call.answer_id)
-        while len(self._tickets) > _TICKETS:
-            self._tickets.popitem(last=False)
+        ticket = self._open_ticket(call, prompt_bytes(call), (r.id for r in available))
+        matched = ticket.expected
 
         start = next(self._rr) % len(available)
         rotated = available[start:] + available[:start]
@@ -282,8 +277,7 @@ class ReplicaAffinity:
         if info is not None:
             info.signals["affinity"] = {
                 "expected_cached_tokens": {
-                    r.id: min(self.tokens(matched[r.id]), self._prompt_tokens(len(data)))
-                    for r in available
+                    r.id: self._expected_cached(ticket, r.id) for r in available
                 },
                 "prefill_backlog_s": {r.id: round(backlog[r.id], 2) for r in available},
                 "reason": reason,
@@ -294,14 +288,23 @@ class ReplicaAffinity:
         """Prompt tokens each replica is expected to hold cached, for a policy that ranks
         replicas itself (`load`); the replica that then takes the request is recorded as if
         `order` had chosen it."""
-        data = prompt_bytes(call)
+        ticket = self._open_ticket(call, prompt_bytes(call), (r.id for r in replicas))
+        return {rid: self._expected_cached(ticket, rid) for rid in ticket.expected}
+
+    def _open_ticket(self, call: GatewayRequest, data: bytes, replicas: Iterable[str]) -> Ticket:
+        """Match the prompt against the index and keep the decision until the answer."""
         blocks = block_hashes(data, self.settings.block_bytes)
-        matched = self.index.match(blocks, (r.id for r in replicas))
-        self._tickets[call.answer_id] = Ticket(blocks, matched, len(data))
+        ticket = Ticket(blocks, self.index.match(blocks, replicas), len(data))
+        self._tickets[call.answer_id] = ticket
+        self._tickets.move_to_end(call.answer_id)
         while len(self._tickets) > _TICKETS:
             self._tickets.popitem(last=False)
-        top = self._prompt_tokens(len(data))
-        return {rid: min(self.tokens(n), top) for rid, n in matched.items()}
+        return ticket
+
+    def _expected_cached(self, ticket: Ticket, replica: str) -> int:
+        """Prompt tokens `replica` is expected to hold cached (at most the whole prompt)."""
+        blocks = ticket.expected.get(replica, 0)
+        return min(self.tokens(blocks), self._prompt_tokens(ticket.prompt_len))
 
     def _prompt_tokens(self, n_bytes: int) -> int:
         return max(1, int(n_bytes / self.bytes_per_token))
@@ -340,8 +343,7 @@ class ReplicaAffinity:
         ticket = self._tickets.get(call.answer_id)
         if ticket is None:
             return
-        cached = self.tokens(ticket.expected.get(replica, 0))
-        tokens = max(0, self._prompt_tokens(ticket.prompt_len) - cached)
+        tokens = self._prompt_tokens(ticket.prompt_len) - self._expected_cached(ticket, replica)
         self.abandoned(call)  # a retry on another replica replaces the earlier attempt
         self._prefilling.setdefault(replica, {})[call.answer_id] = (tokens, time.monotonic())
 
@@ -361,8 +363,8 @@ class ReplicaAffinity:
         self._recent.append(replica)
 
     def finished(self, replica: str, call: GatewayRequest, last: object) -> None:
-        """Correct the index from what the replica reported it reused."""
-        self.abandoned(call)
+        """Correct the index from what the replica reported it reused. (Its prefill entry went
+        with its first token: `routed`.)"""
         if not isinstance(last, Finished):
             self._tickets.pop(call.answer_id, None)
             return
