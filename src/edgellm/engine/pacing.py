@@ -15,12 +15,15 @@ inter-token latency within about twice its median. Both costs are measured on th
 
 With nobody decoding, a prompt is prefilled at full speed: the whole batch per step when no other
 request is expected to join (every slot busy, one slot, or a node that has not served two
-requests side by side for a while: the scheduler decides), otherwise chunks of about
-`JOINABLE_STEP_S`, so that a request arriving meanwhile waits about that long for the step to end
-rather than for a whole batch (512 prompt tokens are seconds on one core of a small CPU). Prefill
-speed depends little on the chunk from about 128 tokens on (llama-bench pp512 with micro-batches
-of 64, 128, 256, 512: SmolLM2 on one thread 146, 144, 136, 144 tok/s; Gemma 3 on two 357, 388,
-359, 403), so chunks are at least `JOINABLE_FIRST` tokens.
+requests side by side for a while: the scheduler decides), otherwise in steps of about
+`JOINABLE_STEP_S`, so that a request arriving meanwhile waits about that long for the step to
+end rather than for a whole batch (512 prompt tokens are seconds on one core of a small CPU).
+That matters most in multi-turn chat: a client sends its next turn as soon as its answer ends,
+which is just when the node turns to a prompt it was prefilling beside that answer, so the turn
+waits for most of a step. A step is not cut below the chunk where prefill speed starts to drop,
+about `JOINABLE_TOKENS_PER_THREAD` tokens per thread (a 512-token prompt in chunks of 32, 64,
+128 and 512 through this engine on the 2-vCPU EPYC guest: SmolLM2 on one thread 137, 162, 155,
+157 tok/s; on two 251, 276, 292, 298; Gemma 3 on two 550, 642, 736, 712 with 256: 732).
 """
 
 from __future__ import annotations
@@ -31,15 +34,16 @@ from collections import deque
 PREFILL_SHARE = 1.0
 FIRST_CHUNK = 16  # prompt tokens in the first mixed step, before both costs are measured
 MIN_PURE_PREFILL = 8  # pure prefill steps shorter than this are too noisy to learn from
-JOINABLE_STEP_S = 1.0  # a prefill-only step's target length while another request may join
-JOINABLE_FIRST = 128  # its chunk before the cost of a prompt token is measured (and its floor)
+JOINABLE_STEP_S = 0.25  # a prefill-only step's target length while another request may join
+JOINABLE_TOKENS_PER_THREAD = 64  # its floor (and its chunk before a prompt token's cost is known)
 
 
 class PrefillPacer:
     """Sizes prefill chunks from measured step costs; `budget` then `record` once per step."""
 
-    def __init__(self, fixed_chunk: int = 0) -> None:
+    def __init__(self, fixed_chunk: int = 0, *, threads: int = 1) -> None:
         self.fixed_chunk = fixed_chunk  # > 0: always this many (no adaptation)
+        self.joinable_floor = JOINABLE_TOKENS_PER_THREAD * max(1, threads)
         self._step_times: deque[float] = deque(maxlen=32)  # decode-only step durations
         self._mixed_cost = 0.0  # seconds per prompt token in a mixed step (moving average)
         self._pure_cost = 0.0  # seconds per prompt token in a prefill-only step
@@ -52,8 +56,8 @@ class PrefillPacer:
             if not joinable or self.fixed_chunk:
                 return room  # nobody is waiting for a token: prefill at full speed
             if self._pure_cost <= 0:
-                return min(room, JOINABLE_FIRST)
-            return min(room, max(JOINABLE_FIRST, int(JOINABLE_STEP_S / self._pure_cost)))
+                return min(room, self.joinable_floor)
+            return min(room, max(self.joinable_floor, int(JOINABLE_STEP_S / self._pure_cost)))
         if self.fixed_chunk:
             return min(room, self.fixed_chunk)
         cost = max(self._mixed_cost, 0.5 * self._pure_cost)

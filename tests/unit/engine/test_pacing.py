@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from edgellm.engine.pacing import FIRST_CHUNK, JOINABLE_FIRST, JOINABLE_STEP_S, PrefillPacer
+from edgellm.engine.pacing import (
+    FIRST_CHUNK,
+    JOINABLE_STEP_S,
+    JOINABLE_TOKENS_PER_THREAD,
+    PrefillPacer,
+)
 
 
 def _learn_decode_steps(pacer: PrefillPacer, seconds: float = 0.010, n: int = 8) -> None:
@@ -69,13 +74,26 @@ def test_a_dearer_step_cuts_the_next_chunk_at_once_a_cheaper_one_slowly() -> Non
 
 def test_with_a_free_slot_a_prefill_only_step_is_kept_short_and_without_one_it_is_not() -> None:
     pacer = PrefillPacer()
-    # unmeasured: a first chunk, so a request that arrives waits for 64 tokens, not 512
-    assert pacer.budget(n_decoding=0, room=512, joinable=True) == JOINABLE_FIRST
-    pacer.record(n_decoding=0, n_prefill=64, elapsed=64 * 0.004)  # 4 ms per prompt token
-    assert pacer.budget(n_decoding=0, room=512, joinable=True) == int(JOINABLE_STEP_S / 0.004)
+    # unmeasured: the floor chunk, so a request that arrives waits for 64 tokens, not 512
+    assert pacer.budget(n_decoding=0, room=512, joinable=True) == JOINABLE_TOKENS_PER_THREAD
+    pacer.record(n_decoding=0, n_prefill=64, elapsed=64 * 0.001)  # 1 ms per prompt token
+    assert pacer.budget(n_decoding=0, room=512, joinable=True) == int(JOINABLE_STEP_S / 0.001)
     # nobody can join (every slot busy): the whole batch
     assert pacer.budget(n_decoding=0, room=512, joinable=False) == 512
     # a fast CPU: the batch room still bounds it
     fast = PrefillPacer()
     fast.record(n_decoding=0, n_prefill=64, elapsed=64 * 1e-5)
     assert fast.budget(n_decoding=0, room=512, joinable=True) == 512
+
+
+def test_a_joinable_step_is_not_cut_below_the_chunk_where_prefill_slows_down() -> None:
+    # 10 ms per prompt token: a 0.25 s step would be 25 tokens, too few to prefill efficiently
+    one, two = PrefillPacer(threads=1), PrefillPacer(threads=2)
+    for pacer in (one, two):
+        pacer.record(n_decoding=0, n_prefill=64, elapsed=64 * 0.010)
+    assert one.budget(n_decoding=0, room=512, joinable=True) == JOINABLE_TOKENS_PER_THREAD
+    assert two.budget(n_decoding=0, room=512, joinable=True) == 2 * JOINABLE_TOKENS_PER_THREAD
+    # and the floor does not reach the streams' mixed steps
+    for pacer in (one, two):
+        pacer.record(n_decoding=2, n_prefill=0, elapsed=0.040)
+        assert pacer.budget(n_decoding=2, room=510) < JOINABLE_TOKENS_PER_THREAD
