@@ -14,6 +14,13 @@ one model). Each replica's blocks sit in an LRU bounded by what the node can kee
 the index expected shrinks that bound, hits grow it back. A replica that goes down or leaves is
 forgotten, so its conversations move in one request each.
 
+A node also keeps the answer it generated, and the next turn resends it: so when an answer ends,
+the blocks of its prompt followed by the answer as the next turn will carry it (an assistant
+message of that text; a text completion's prompt simply continues) go into the index too. A
+conversation is then found by its next turn even when its first prompt was shorter than a block
+or than `min_cached_bytes`, where the prompt's own blocks say nothing. A client that sends the
+answer back changed only matches up to the end of the prompt.
+
 The choice balances against load with bounded loads: the replica holding the longest prefix
 gets the request unless that would put it above `balance` x the mean outstanding requests
 (rounded up); then the least-loaded replica gets it and the override is counted. Requests with
@@ -44,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import orjson
 
 from edgellm.config import AffinitySettings
-from edgellm.engine.types import Finished
+from edgellm.engine.types import Finished, GenerationEvent, TextDelta, ToolCallDelta
 
 if TYPE_CHECKING:
     from edgellm.gateway.health import ReplicaState
@@ -89,11 +96,25 @@ def shared_lead(call: GatewayRequest) -> int:
     return n
 
 
-def block_hashes(data: bytes, block: int) -> list[int]:
+def continuation_bytes(call: GatewayRequest, answer: str) -> bytes | None:
+    """What follows the prompt's wire text in the next turn when the client sends `answer`
+    back unchanged (None: a token-id prompt, whose next turn cannot be predicted as text, or an
+    echoed one, whose answer repeats it)."""
+    if call.echoes_prompt:
+        return None
+    if call.history is not None or call.messages is not None:
+        message = {"content": answer, "role": "assistant"}
+        return orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+    prompt: Any = getattr(call.body, "prompt", None)
+    return answer.encode() if isinstance(prompt, str) else None
+
+
+def block_hashes(data: bytes, block: int, chain: int = 0) -> list[int]:
     """Chained hashes of the whole `block`-byte blocks of `data` (a partial tail is left out:
-    it may still grow, and a match is counted in whole blocks)."""
+    it may still grow, and a match is counted in whole blocks); `chain`: the hash of the block
+    before `data`, when `data` continues hashed blocks."""
     out: list[int] = []
-    h = 0
+    h = chain
     for i in range(0, len(data) - block + 1, block):
         h = hash((h, data[i : i + block]))
         out.append(h)
@@ -185,6 +206,7 @@ class Ticket:
     blocks: list[int]
     expected: dict[str, int]  # blocks of the prompt each replica was expected to hold
     prompt_len: int  # bytes
+    tail: bytes  # the prompt's bytes after its last whole block
     at: float = field(default_factory=time.monotonic)
 
 
@@ -294,7 +316,8 @@ class ReplicaAffinity:
     def _open_ticket(self, call: GatewayRequest, data: bytes, replicas: Iterable[str]) -> Ticket:
         """Match the prompt against the index and keep the decision until the answer."""
         blocks = block_hashes(data, self.settings.block_bytes)
-        ticket = Ticket(blocks, self.index.match(blocks, replicas), len(data))
+        tail = data[len(blocks) * self.settings.block_bytes :]
+        ticket = Ticket(blocks, self.index.match(blocks, replicas), len(data), tail)
         self._tickets[call.answer_id] = ticket
         self._tickets.move_to_end(call.answer_id)
         while len(self._tickets) > _TICKETS:
@@ -362,9 +385,12 @@ class ReplicaAffinity:
         self.index.insert(replica, ticket.blocks)
         self._recent.append(replica)
 
-    def finished(self, replica: str, call: GatewayRequest, last: object) -> None:
-        """Correct the index from what the replica reported it reused. (Its prefill entry went
-        with its first token: `routed`.)"""
+    def finished(
+        self, replica: str, call: GatewayRequest, last: object, answer: str | None = None
+    ) -> None:
+        """Correct the index from what the replica reported it reused, and add the answer
+        (`answer`: its text, None when unknown) where the next turn will look for it. (Its
+        prefill entry went with its first token: `routed`.)"""
         if not isinstance(last, Finished):
             self._tickets.pop(call.answer_id, None)
             return
@@ -378,7 +404,9 @@ class ReplicaAffinity:
             sample = ticket.prompt_len / last.prompt_tokens
             self.bytes_per_token = (1 - _ALPHA) * self.bytes_per_token + _ALPHA * sample
         if t.cache_n + t.prompt_n == 0:
-            return  # the upstream reports no timings: nothing to correct from
+            # the upstream reports no timings: nothing to correct from
+            self._index_answer(replica, call, ticket, answer)
+            return
         expected = self.tokens(ticket.expected.get(replica, 0))
         slack = self.tokens(1) + self.settings.min_cached_bytes / self.bytes_per_token
         held = self.index.held(replica)
@@ -390,6 +418,19 @@ class ReplicaAffinity:
         elif expected > 0 and held >= cap:
             top = self._blocks_for(self.settings.capacity_tokens)
             self.index.resize(replica, min(top, max(cap + 1, int(cap * _GROW))))
+        self._index_answer(replica, call, ticket, answer)
+
+    def _index_answer(
+        self, replica: str, call: GatewayRequest, ticket: Ticket, answer: str | None
+    ) -> None:
+        """The prompt's blocks followed by the answer's, as the next turn will send them."""
+        more = continuation_bytes(call, answer) if answer is not None else None
+        if not more:
+            return
+        chain = ticket.blocks[-1] if ticket.blocks else 0
+        added = block_hashes(ticket.tail + more, self.settings.block_bytes, chain)
+        if added:
+            self.index.insert(replica, ticket.blocks + added)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -401,3 +442,22 @@ class ReplicaAffinity:
                 for r, lru in self.index.lru.items()
             },
         }
+
+
+class AnswerText:
+    """An answer's text as it streams through (None if it calls a tool: its next turn carries
+    the call, not plain text)."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._plain = True
+
+    def add(self, event: GenerationEvent) -> None:
+        if isinstance(event, TextDelta):
+            self._parts.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            self._plain = False
+
+    @property
+    def text(self) -> str | None:
+        return "".join(self._parts) if self._plain else None

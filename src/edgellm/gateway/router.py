@@ -38,7 +38,7 @@ from edgellm.errors import (
     NotReadyError,
     OverloadedError,
 )
-from edgellm.gateway.affinity import ReplicaAffinity
+from edgellm.gateway.affinity import AnswerText, ReplicaAffinity
 from edgellm.gateway.backends.base import Backend
 from edgellm.gateway.backends.dns import replica_urls, resolve_addresses
 from edgellm.gateway.backends.http import HttpBackend
@@ -485,10 +485,12 @@ class Router:
                 log.warning("%s failed before its first token: %s", model.name, _short(failure))
             raise failure from None
 
+        answer = AnswerText() if affinity is not None else None
+
         def on_end(last: GenerationEvent | None) -> None:
             state.outstanding -= 1
             if affinity is not None:
-                affinity.finished(replica.id, call, last)
+                affinity.finished(replica.id, call, last, answer.text if answer else None)
             elapsed = time.perf_counter() - t0
             if isinstance(last, Finished):
                 state.record_success(last.timings, elapsed)
@@ -504,7 +506,11 @@ class Router:
             affinity.routed(replica.id, call)
         info.model, info.tier, info.replica = model.name, model.tier, replica.id
         return StartedAnswer(
-            ReplayStream(prefix, events, stream, on_end), model, replica, echo, info
+            ReplayStream(prefix, events, stream, on_end, answer.add if answer else None),
+            model,
+            replica,
+            echo,
+            info,
         )
 
     def _fit_history(

@@ -26,7 +26,8 @@ class BufferedEvents:
 
 class ReplayStream:
     """`prefix` events first, then the rest of `events` (None: there is no rest); cancelling
-    reaches the upstream."""
+    reaches the upstream. `on_event` sees every event handed out once (not again when a reader
+    pushes it back), `on_end` the last (None: the stream ended without one)."""
 
     def __init__(
         self,
@@ -34,11 +35,14 @@ class ReplayStream:
         events: AsyncIterator[GenerationEvent] | None,
         upstream: EventStream,
         on_end: Callable[[GenerationEvent | None], None] | None = None,
+        on_event: Callable[[GenerationEvent], None] | None = None,
     ) -> None:
         self._prefix = prefix
         self._events = events
         self._upstream = upstream
         self._on_end = on_end
+        self._on_event = on_event
+        self._pushed_back = 0  # the leading prefix events on_event has already seen
         self._ended = False
 
     def _end(self, last: GenerationEvent | None) -> None:
@@ -53,8 +57,12 @@ class ReplayStream:
 
     async def next(self) -> GenerationEvent | None:
         """The next event, without closing the stream when the caller stops early."""
+        seen = False
         if self._prefix:
             event = self._prefix.pop(0)
+            if self._pushed_back:
+                self._pushed_back -= 1
+                seen = True
         elif self._events is None:
             self._end(None)
             return None
@@ -64,6 +72,8 @@ class ReplayStream:
             except StopAsyncIteration:
                 self._end(None)
                 return None
+        if self._on_event is not None and not seen:
+            self._on_event(event)
         if isinstance(event, Finished | Failed):
             self._end(event)
         return event
@@ -76,11 +86,17 @@ class ReplayStream:
         if not ends and self._events is not None:
             return None
         self._prefix = []
+        if self._on_event is not None:
+            for event in prefix[self._pushed_back :]:
+                self._on_event(event)
+        self._pushed_back = 0
         self._end(prefix[-1] if ends else None)
         return prefix
 
     def push_back(self, events: list[GenerationEvent]) -> None:
+        """Hand `events` (already read) out again, first."""
         self._prefix[:0] = events
+        self._pushed_back += len(events)
 
     async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
         try:

@@ -11,11 +11,19 @@ from typing import Any
 import pytest
 
 from edgellm.config import AffinitySettings
-from edgellm.engine.types import Finished, FinishReason, Timings
+from edgellm.engine.types import (
+    Finished,
+    FinishReason,
+    TextDelta,
+    Timings,
+    ToolCallDelta,
+)
 from edgellm.gateway.affinity import (
+    AnswerText,
     PrefixIndex,
     ReplicaAffinity,
     block_hashes,
+    continuation_bytes,
     prompt_bytes,
 )
 from edgellm.gateway.health import ReplicaState
@@ -42,6 +50,7 @@ class FakeCall:
     answer_id: str = field(default_factory=lambda: f"chatcmpl-{next(_ids)}")
     private: bool = False
     max_tokens: int | None = 16
+    echoes_prompt: bool = False
 
     def estimated_prompt_tokens(self) -> int:
         return len(prompt_bytes(self)) // 4  # type: ignore[arg-type]
@@ -337,6 +346,54 @@ def test_a_short_conversation_is_steered_from_its_first_block_beyond_the_system_
     info = Route()
     assert aff.order(replicas, FakeCall(later), info)[0] is home  # type: ignore[arg-type]
     assert info.signals["affinity"]["reason"] == "cached prefix"
+
+
+@pytest.mark.parametrize("sent_back", ["as answered", "edited", "unknown"])
+def test_a_first_turn_shorter_than_a_block_is_found_by_the_next_turn_through_its_answer(
+    sent_back: str,
+) -> None:
+    aff = ReplicaAffinity("m")  # 128-byte blocks: the first prompt below fills none
+    replicas = [FakeReplica("r0"), FakeReplica("r1"), FakeReplica("r2")]
+    first = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Who made Berlin?"},
+    ]
+    assert len(prompt_bytes(FakeCall(first))) < 128  # type: ignore[arg-type]
+    call = FakeCall(first)
+    home = aff.order(replicas, call)[0]  # type: ignore[arg-type]
+    aff.routed(home.id, call)  # type: ignore[arg-type]
+    answer = "Berlin grew from two trading towns, Berlin and Colln, on the river Spree."
+    aff.finished(home.id, call, finished(0, 30), None if sent_back == "unknown" else answer)  # type: ignore[arg-type]
+    reply = answer.upper() if sent_back == "edited" else answer
+    later = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "When?"}]
+    info = Route()
+    # home served the one recent request: the tie-break of a new conversation passes it over
+    chosen = aff.order(replicas, FakeCall(later), info)[0]  # type: ignore[arg-type]
+    if sent_back == "as answered":
+        assert chosen is home
+        assert info.signals["affinity"]["reason"] == "cached prefix"
+    else:
+        assert chosen is not home
+        assert info.signals["affinity"]["reason"] == "no cached prefix"
+
+
+def test_the_next_turn_is_predicted_for_plain_text_answers_only() -> None:
+    chat = FakeCall([{"role": "user", "content": "hi"}])
+    said = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    nxt = prompt_bytes(FakeCall(said))  # type: ignore[arg-type]
+    assert prompt_bytes(chat) + continuation_bytes(chat, "yo") == nxt  # type: ignore[arg-type,operator]
+    text = FakeCall(None, body=type("B", (), {"prompt": "Once upon"})())
+    assert continuation_bytes(text, " a time") == b" a time"  # type: ignore[arg-type]
+    tokens = FakeCall(None, body=type("B", (), {"prompt": [1, 2, 3]})())
+    assert continuation_bytes(tokens, "x") is None  # type: ignore[arg-type]
+    echoed = FakeCall(None, body=type("B", (), {"prompt": "Once"})(), echoes_prompt=True)
+    assert continuation_bytes(echoed, "Once upon") is None  # type: ignore[arg-type]
+    collected = AnswerText()
+    collected.add(TextDelta("Par", ()))
+    collected.add(TextDelta("is", ()))
+    assert collected.text == "Paris"
+    collected.add(ToolCallDelta(0, "call_1", "lookup", "{}"))
+    assert collected.text is None
 
 
 @pytest.mark.parametrize("bounded", [True, False])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
+
 from edgellm.engine.types import Failed, Finished, FinishReason, GenerationEvent, TextDelta, Timings
 from edgellm.gateway.streams import BufferedEvents, ReplayStream
 
@@ -72,3 +74,23 @@ def test_cancel_reaches_the_upstream_and_reports_the_end() -> None:
     stream, ended = _replay([DELTA], upstream, live=True)
     stream.cancel()
     assert upstream.cancelled == 1 and ended == [None]
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_each_event_is_seen_once_even_when_a_reader_pushes_some_back(taken: bool) -> None:
+    more = TextDelta(text=" there", token_ids=())
+
+    async def run() -> list[GenerationEvent]:
+        seen: list[GenerationEvent] = []
+        upstream = _Upstream([more, DONE])
+        events = upstream.__aiter__() if not taken else None
+        prefix: list[GenerationEvent] = [DELTA, more, DONE] if taken else [DELTA]
+        stream = ReplayStream(prefix, events, upstream, on_event=seen.append)
+        first = await stream.next()  # a reader (the cascade) looks at the first event...
+        assert first is DELTA and seen == [DELTA]
+        stream.push_back([DELTA])  # ...and puts it back
+        rest = stream.take_to_end() if taken else [event async for event in stream]
+        assert rest == [DELTA, more, DONE]  # handed out again
+        return seen
+
+    assert asyncio.run(run()) == [DELTA, more, DONE]  # but seen once
