@@ -375,6 +375,11 @@ class ReplicaAffinity:
         for entries in self._prefilling.values():
             entries.pop(call.answer_id, None)
 
+    def keeps(self, call: GatewayRequest) -> bool:
+        """Whether the request was routed here and its answer is still awaited (its text is
+        then worth collecting for `finished`)."""
+        return call.answer_id in self._tickets
+
     def routed(self, replica: str, call: GatewayRequest) -> None:
         """The replica took the request: it will hold the prompt's blocks. (Nothing to do for a
         request that was not ordered here: a model with one replica has no choice to make.)"""
@@ -403,22 +408,23 @@ class ReplicaAffinity:
         if last.prompt_tokens > 0 and ticket.prompt_len > 0:
             sample = ticket.prompt_len / last.prompt_tokens
             self.bytes_per_token = (1 - _ALPHA) * self.bytes_per_token + _ALPHA * sample
-        if t.cache_n + t.prompt_n == 0:
-            # the upstream reports no timings: nothing to correct from
-            self._index_answer(replica, call, ticket, answer)
-            return
+        if t.cache_n + t.prompt_n > 0:  # (an upstream without timings corrects nothing)
+            self._correct(replica, ticket, t.cache_n)
+        self._index_answer(replica, call, ticket, answer)
+
+    def _correct(self, replica: str, ticket: Ticket, cache_n: int) -> None:
+        """Resize the replica's share of the index from the tokens it reported cached."""
         expected = self.tokens(ticket.expected.get(replica, 0))
         slack = self.tokens(1) + self.settings.min_cached_bytes / self.bytes_per_token
         held = self.index.held(replica)
         cap = self.index.capacity.get(replica, self.index.default_capacity)
-        if t.cache_n + slack < expected:
+        if cache_n + slack < expected:
             # Evicted sooner than the index assumed: the node keeps less than `capacity`
             # (other clients, longer answers, a restart). Keep what was just prefilled.
             self.index.resize(replica, max(len(ticket.blocks), int(held * _SHRINK)))
         elif expected > 0 and held >= cap:
             top = self._blocks_for(self.settings.capacity_tokens)
             self.index.resize(replica, min(top, max(cap + 1, int(cap * _GROW))))
-        self._index_answer(replica, call, ticket, answer)
 
     def _index_answer(
         self, replica: str, call: GatewayRequest, ticket: Ticket, answer: str | None

@@ -485,12 +485,14 @@ class Router:
                 log.warning("%s failed before its first token: %s", model.name, _short(failure))
             raise failure from None
 
-        answer = AnswerText() if affinity is not None else None
+        answer = AnswerText() if affinity is not None and affinity.keeps(call) else None
 
         def on_end(last: GenerationEvent | None) -> None:
             state.outstanding -= 1
             if affinity is not None:
-                affinity.finished(replica.id, call, last, answer.text if answer else None)
+                affinity.finished(
+                    replica.id, call, last, answer.text if answer is not None else None
+                )
             elapsed = time.perf_counter() - t0
             if isinstance(last, Finished):
                 state.record_success(last.timings, elapsed)
@@ -506,7 +508,9 @@ class Router:
             affinity.routed(replica.id, call)
         info.model, info.tier, info.replica = model.name, model.tier, replica.id
         return StartedAnswer(
-            ReplayStream(prefix, events, stream, on_end, answer.add if answer else None),
+            ReplayStream(
+                prefix, events, stream, on_end, answer.add if answer is not None else None
+            ),
             model,
             replica,
             echo,

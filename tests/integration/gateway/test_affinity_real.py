@@ -147,6 +147,27 @@ def test_a_later_turn_lands_where_the_first_was_served_and_reuses_its_cache(
     assert hits and hits[0] >= sum(cached(a) for a in answers)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_first_turn_shorter_than_a_block_is_found_by_its_next_turn_through_its_answer(
+    cluster: tuple[Gateway, list[RunningServer]], stream: bool
+) -> None:
+    gw, _ = cluster
+    gw.router.affinity["smol"].settings = AffinitySettings()
+    first = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": f"Hi {uuid.uuid4().hex[:6]}."},
+    ]
+    assert len(b"".join(orjson.dumps(m) for m in first)) < 128  # fills no block: steers nothing
+    with gw.http(timeout=120) as http:
+        a = ask(http, "smol", first, stream=stream)
+        later = [*first, {"role": "assistant", "content": a["text"]}, user("and then")]
+        b = ask(http, "smol", later, stream=stream)
+    # only the answer, indexed as the next turn carries it, can have told where this lives
+    assert b["route"]["signals"]["affinity"]["reason"] == "cached prefix"
+    assert b["route"]["replica"] == a["route"]["replica"]
+    assert cached(b) >= a["usage"]["prompt_tokens"] - 1
+
+
 def test_round_robin_sends_the_next_turn_elsewhere_and_it_reuses_nothing(
     cluster: tuple[Gateway, list[RunningServer]],
 ) -> None:
