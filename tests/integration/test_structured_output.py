@@ -6,12 +6,15 @@ its request alone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Annotated
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from edgellm.config import EngineConfig
 from edgellm.engine.engine import Engine
@@ -27,16 +30,21 @@ from edgellm.engine.types import (
 )
 from edgellm.errors import InvalidRequestError
 
+# Bounded strings and lists: a small model left free can fill 160 tokens with one list or one
+# string, and the grammar then ends nothing; with bounds the grammar itself closes the text
+# within the budget (maxLength and maxItems are enforced).
+Name = Annotated[str, Field(max_length=24)]
+
 
 class Reading(BaseModel):
-    sensor: str
+    sensor: Name
     celsius: float
     ok: bool
 
 
 class Inventory(BaseModel):
-    site: str
-    items: list[str]
+    site: Name
+    items: list[Name] = Field(max_length=3)
     count: int | None = None
 
 
@@ -95,6 +103,25 @@ def test_texts_ended_by_the_grammar_validate_against_the_schema(engine: Engine) 
             else:
                 assert done.reason is FinishReason.LENGTH
         assert ended >= 2, f"{model.__name__}: only {ended} of 4 generations ended by the grammar"
+
+
+@pytest.mark.parametrize("char", ["\n", "\t"])
+def test_a_string_never_holds_a_raw_control_character(engine: Engine, char: str) -> None:
+    """JSON forbids raw control characters inside strings: a model pushed hard toward one
+    (a logit bias on its token) writes something else there, and the text still parses."""
+    (token,) = engine.tokenize(char)
+    schema = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"]}
+    grammar = schema_grammar(schema, param="response_format")
+    request = _request(engine, "Write a note of two lines as JSON.", grammar, seed=0)
+    request = replace(request, sampling=replace(request.sampling, logit_bias=((token, 30.0),)))
+    text, done = asyncio.run(_generate(engine, request))
+    assert char not in text  # the grammar's only whitespace between tokens is a space
+    if done.reason is FinishReason.STOP:
+        assert isinstance(json.loads(text)["note"], str)
+    # negative: the same bias without the grammar does write the character
+    free = _request(engine, "Write a note of two lines as JSON.", None, seed=0, max_tokens=8)
+    free = replace(free, sampling=replace(free.sampling, logit_bias=((token, 30.0),)))
+    assert char in asyncio.run(_generate(engine, free))[0]
 
 
 def test_without_the_grammar_the_same_requests_are_not_json(engine: Engine) -> None:

@@ -5,6 +5,11 @@ converter drops the keywords it does not know (a `minimum`, a `uniqueItems`) and
 looser grammar without a word, so an answer could parse and still fail the schema. Every
 schema is therefore checked first: a keyword the grammar cannot enforce is a 400 naming it and
 where it is, never a silently weaker guarantee.
+
+The converter's string characters are any but a quote or a backslash, control characters
+included, so a model could write a raw newline inside a string and the text would not be JSON
+at all; llama.cpp's own converter keeps them out (U+0000-U+001F and DEL), and so does
+`JSON_STRING_CHAR` here, which replaces the converter's rule.
 """
 
 from __future__ import annotations
@@ -63,6 +68,13 @@ _DEFS = frozenset({"$defs", "definitions"})
 MAX_SCHEMA_DEPTH = 32
 """Deeper schemas are refused: the converter recurses once per level."""
 
+JSON_STRING_CHAR = (
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] '
+    r"[0-9a-fA-F])"
+)
+"""A character of a JSON string: unescaped, anything but a quote, a backslash or a control
+character; escaped, as JSON spells escapes."""
+
 JSON_OBJECT_SCHEMA: Mapping[str, Any] = {"type": "object"}
 """`response_format: {"type": "json_object"}`: any JSON object."""
 
@@ -83,6 +95,8 @@ def schema_grammar(schema: Any, *, param: str) -> str:
         raise InvalidRequestError(
             f"the JSON schema cannot be enforced: {exc}", param=param
         ) from exc
+    if "char" in converter._rules:  # the one rule every JSON string is made of
+        converter._rules["char"] = JSON_STRING_CHAR
     return str(converter.format_grammar())
 
 
