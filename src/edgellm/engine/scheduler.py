@@ -38,7 +38,7 @@ import numpy as np
 
 from edgellm.engine.generation import ActiveGeneration
 from edgellm.engine.jobs import GenerationJob, SchedulerStats, ScoringJob, common_prefix_len
-from edgellm.engine.llama import GrammarDeadEndError, LlamaModel, default_threads
+from edgellm.engine.llama import GrammarDeadEndError, LlamaModel
 from edgellm.engine.logprobs import log_softmax_at, token_logprob
 from edgellm.engine.pacing import PrefillPacer
 from edgellm.engine.slots import MIN_SAVED_TOKENS, SavedStates, Slot, choose_slot
@@ -111,8 +111,7 @@ class Scheduler:
         self._slots = [Slot(seq=i) for i in range(n_slots)]
         self._max_queue = max_queue
         # prefill_chunk 0: adapt to keep inter-token latency steady
-        threads = model.settings.n_threads or default_threads()
-        self._pacer = PrefillPacer(prefill_chunk, threads=threads)
+        self._pacer = PrefillPacer(prefill_chunk, threads=model.n_threads)
         self._last_shared = -math.inf  # when two slots were last busy at once (monotonic)
         self._saved = SavedStates(saved_state_bytes)
         self._queue: deque[Job] = deque()

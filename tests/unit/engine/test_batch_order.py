@@ -18,6 +18,7 @@ class RecordingModel:
 
     settings: LlamaSettings
     n_seq_max: int = 4
+    n_threads: int = 1
     batch: list[tuple[int, int, int]] = field(default_factory=list)
 
     def batch_clear(self) -> None:

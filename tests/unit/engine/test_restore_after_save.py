@@ -22,6 +22,7 @@ class StateModel:
 
     settings: LlamaSettings
     n_seq_max: int = 1
+    n_threads: int = 1
     restored: list[bytes] = field(default_factory=list)
 
     def save_seq(self, seq: int) -> bytearray:

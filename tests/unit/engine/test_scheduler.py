@@ -44,6 +44,7 @@ class FakeModel:
 
     settings: LlamaSettings = field(default_factory=lambda: LlamaSettings(n_seq_max=1))
     n_seq_max: int = 1
+    n_threads: int = 1
     n_ctx: int = 512
     kv_cells: int = 512
     fail: threading.Event = field(default_factory=threading.Event)
