@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, start_edgellm_node, stop, stream
+from common import StreamResult, machine_line, start_edgellm_node, stop, stream
 
 MODEL = "smollm2-135m-instruct"
 WORDS = [
@@ -77,7 +77,7 @@ def words(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def completion(http: httpx.Client, prompt: str, max_tokens: int) -> object:
+def completion(http: httpx.Client, prompt: str, max_tokens: int) -> StreamResult:
     body = {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
     return stream(http, "/v1/completions", body)
 
@@ -87,7 +87,7 @@ def trial(url: str, rng: random.Random, long_words: int) -> Trial:
     new = f" {words(rng, 28)}"
     long_prompt = f"{tag} Long: {words(rng, long_words)}"
     with httpx.Client(base_url=url, timeout=600) as a, httpx.Client(base_url=url, timeout=600) as b:
-        long_result: list[object] = []
+        long_result: list[StreamResult] = []
 
         def send_long() -> None:
             time.sleep(0.3)
@@ -97,17 +97,17 @@ def trial(url: str, rng: random.Random, long_words: int) -> Trial:
         first2 = f"{tag} again {words(rng, 90)}"
         other.start()
         answer = completion(a, first2, 32)
-        nxt = completion(a, first2 + answer.text + new, 8)  # type: ignore[attr-defined]
+        nxt = completion(a, first2 + answer.text + new, 8)
         other.join()
         # a next turn of the same shape on the idle node: its own prefill only
         first3 = f"{tag} alone {words(rng, 90)}"
         answer3 = completion(a, first3, 32)
-        alone = completion(a, first3 + answer3.text + new, 8)  # type: ignore[attr-defined]
-    timings = nxt.timings or {}  # type: ignore[attr-defined]
+        alone = completion(a, first3 + answer3.text + new, 8)
+    timings = nxt.timings or {}
     return Trial(
-        nxt.ttft,  # type: ignore[attr-defined]
-        long_result[0].ttft,  # type: ignore[attr-defined]
-        alone.ttft,  # type: ignore[attr-defined]
+        nxt.ttft,
+        long_result[0].ttft,
+        alone.ttft,
         int(timings.get("prompt_n", -1)),
     )
 

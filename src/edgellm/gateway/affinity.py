@@ -436,6 +436,8 @@ class ReplicaAffinity:
         chain = ticket.blocks[-1] if ticket.blocks else 0
         added = block_hashes(ticket.tail + more, self.settings.block_bytes, chain)
         if added:
+            # the prompt's blocks again, first: they must not be older in the LRU than the
+            # answer's, or eviction would drop the leading blocks a match starts from
             self.index.insert(replica, ticket.blocks + added)
 
     def describe(self) -> dict[str, Any]:
